@@ -1,0 +1,73 @@
+"""Helpers the chapter tests share: the notebooks of the table of contents, running one
+with papermill, and reading back the metrics it recorded with ``qlib.notebook.record``."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any
+
+import nbformat
+import yaml
+
+from qlib.notebook import read_metrics
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+
+__all__ = ["ROOT", "NOTEBOOKS", "toc_files", "toc_notebooks", "smoke_parameters", "run_notebook", "read_metrics"]
+
+
+def toc_files(toc_path: pathlib.Path = ROOT / "_toc.yml") -> list[str]:
+    """Every ``file:`` entry of the Jupyter Book table of contents (root included), in order."""
+    toc = yaml.safe_load(toc_path.read_text())
+    found = [toc["root"]]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                found.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return found
+
+
+def toc_notebooks() -> list[pathlib.Path]:
+    """The notebooks listed in ``_toc.yml`` (``notebooks/NAME`` entries), as paths."""
+    return [ROOT / (f + ".ipynb") for f in toc_files() if f.startswith("notebooks/")]
+
+
+def smoke_parameters(path: pathlib.Path) -> dict[str, Any]:
+    """The small parameter set a notebook declares in ``metadata.qbook.smoke_parameters``."""
+    nb = nbformat.read(path, as_version=4)
+    return dict(nb.metadata.get("qbook", {}).get("smoke_parameters", {}))
+
+
+def run_notebook(path: pathlib.Path, out_dir: pathlib.Path, parameters: dict[str, Any] | None = None,
+                 timeout: int = 900) -> tuple[Any, dict[str, Any]]:
+    """Execute ``path`` with papermill into ``out_dir`` (never over the committed notebook).
+
+    Returns the executed notebook and the metrics it recorded.
+    """
+    import papermill as pm
+
+    out = out_dir / path.name
+    env_before = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "agg"
+    try:
+        pm.execute_notebook(
+            str(path), str(out), parameters=parameters or {}, cwd=str(path.parent),
+            kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+        )
+    finally:
+        if env_before is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = env_before
+    nb = nbformat.read(out, as_version=4)
+    return nb, read_metrics(nb)
