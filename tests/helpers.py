@@ -3,7 +3,6 @@ with papermill, and reading back the metrics it recorded with ``qlib.notebook.re
 
 from __future__ import annotations
 
-import os
 import pathlib
 from typing import Any
 
@@ -57,17 +56,10 @@ def run_notebook(path: pathlib.Path, out_dir: pathlib.Path, parameters: dict[str
     import papermill as pm
 
     out = out_dir / path.name
-    env_before = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "agg"
-    try:
-        pm.execute_notebook(
-            str(path), str(out), parameters=parameters or {}, cwd=str(path.parent),
-            kernel_name="python3", progress_bar=False, execution_timeout=timeout,
-        )
-    finally:
-        if env_before is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = env_before
+    # No MPLBACKEND here: the kernel must keep matplotlib's inline backend, or figures vanish.
+    pm.execute_notebook(
+        str(path), str(out), parameters=parameters or {}, cwd=str(path.parent),
+        kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+    )
     nb = nbformat.read(out, as_version=4)
     return nb, read_metrics(nb)

@@ -39,3 +39,10 @@ def test_notebook_runs_under_papermill_with_smoke_parameters(path: pathlib.Path,
     nb, metrics = run_notebook(path, tmp_path, params)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells) or not params
     assert metrics, "the chapter's last cell should record its headline metrics with qlib.notebook.record"
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash scripts/test.sh    # run all tests" in readme
+    assert [ln for ln in ci.splitlines() if ln.strip() and not ln.startswith("#")][-1] == "bash scripts/test.sh"
