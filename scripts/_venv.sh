@@ -14,7 +14,6 @@ fi
 STAMP=.venv/.qbook-installed
 WANT="$(cat requirements-ci.txt pyproject.toml | sha256sum | cut -c1-16)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements-ci.txt
   .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$WANT" > "$STAMP"
