@@ -1,0 +1,936 @@
+r"""Joint design of the quantization bit-width and the clock frequencies (paper Sec. V, VI-C).
+
+Problem (P1) of the paper (eq. 30) chooses the on-agent bit-width :math:`\hat b\in\{1,\dots,
+B_{\max}\}` and the agent and server clock frequencies :math:`f, \tilde f` that minimize the
+gap between the distortion bounds of Sec. IV,
+
+.. math:: g(\hat b) = D^U(\hat b - 1) - D^L(\hat b - 1),
+
+(one bit of the :math:`\hat b` is the sign, so the magnitude rate is :math:`\hat b - 1`), subject
+to the delay budget :math:`T(\hat b, f, \tilde f)\le T_0` (eq. 30a), the energy budget
+:math:`E(\hat b, f, \tilde f)\le E_0` (eq. 30b) and the frequency ranges (30d), (30e).
+
+This module holds
+
+- :class:`Problem` (P1 with the paper's Sec. VI-C constants as defaults) and :class:`Solution`;
+- :func:`solve_sca`, the paper's Algorithm 1: relaxation (P2), auxiliary variable (P3),
+  successive convex approximation (P4.k) with cvxpy, stopping threshold δ, rounding, with
+  the corrections documented in the chapter "Joint quantization and computation design";
+- :func:`solve_exact`, the certified global optimum of P1, vectorized over many problems:
+  :math:`g` is strictly decreasing in :math:`\hat b` and the feasible bit-widths form a
+  down-set, so the optimum is the largest bit-width for which the minimum-energy
+  frequencies at the delay budget (a closed-form KKT solution, :func:`optimal_frequencies`)
+  meet the energy budget;
+- the baselines of Sec. VI-C: :func:`solve_fixed_frequency`, :func:`solve_random_feasible`
+  and :func:`solve_ppo` (stable-baselines3 PPO, in :mod:`qlib.ppo_env`).
+
+Every solver returns a :class:`Solution`. A budget that no design meets gives
+``feasible=False`` and the reason (``"delay"`` or ``"energy"`` in :attr:`Solution.reason`);
+no solver ever returns a point that violates a constraint (checked with the relative
+tolerance :data:`RTOL`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from qlib import rd, system
+
+__all__ = [
+    "RTOL",
+    "Problem",
+    "Solution",
+    "gap_objective",
+    "optimal_frequencies",
+    "relaxed_optimum",
+    "solve_exact",
+    "solve_sca",
+    "solve_fixed_frequency",
+    "solve_random_feasible",
+    "solve_ppo",
+    "random_problems",
+    "METHODS",
+    "run_methods",
+    "summarize_methods",
+]
+
+#: Relative tolerance of the constraint checks (delay <= T0 (1 + RTOL), energy <= E0 (1 + RTOL)).
+RTOL = 1e-9
+
+_LN2 = math.log(2.0)
+
+
+def gap_objective(bit_width: Any, lam: Any = 1.0) -> Any:
+    r"""The objective of (P1)/(P2): :math:`D^U(\hat b-1) - D^L(\hat b-1)` (eqs. 24, 26, 30).
+
+    Parameters
+    ----------
+    bit_width : float or ndarray
+        Bit-width :math:`\hat b \ge 1` (one sign bit plus :math:`\hat b - 1` magnitude bits);
+        non-integers are the relaxation :math:`\tilde b` of (P2).
+    lam : float or ndarray
+        λ > 0 of the exponential weight magnitudes (eq. 3).
+
+    Returns
+    -------
+    float or ndarray
+        The gap, ``+inf`` at :math:`\hat b = 1` where :math:`D^U(0)` is unbounded. It is
+        positive and strictly decreasing in :math:`\hat b` (proved in the chapter).
+
+    Examples
+    --------
+    >>> round(float(gap_objective(2, 1.0)), 4)  # D^U(1) - D^L(1) = 0.618 - 0.25
+    0.368
+    """
+    b = np.asarray(bit_width, dtype=float)
+    if np.any(~np.isfinite(b)) or np.any(b < 1):
+        raise ValueError(f"bit_width must be finite and >= 1 (sign bit included), got {bit_width!r}")
+    lam_arr = np.asarray(lam, dtype=float)
+    if np.any(~np.isfinite(lam_arr)) or np.any(lam_arr <= 0):
+        raise ValueError(f"lam must be finite and > 0, got {lam!r}")
+    b, lam_arr = np.broadcast_arrays(b, lam_arr)
+    out = np.full(b.shape, np.inf)
+    ok = b > 1
+    if np.any(ok):
+        R = b[ok] - 1.0
+        out[ok] = np.asarray(rd.distortion_upper(R, lam_arr[ok])) - np.asarray(rd.distortion_lower(R, lam_arr[ok]))
+    return out[()] if out.ndim == 0 else out
+
+
+@dataclass(frozen=True)
+class Problem:
+    r"""Problem (P1) (eq. 30): minimize the distortion-bound gap under delay and energy budgets.
+
+    Parameters
+    ----------
+    n_flop_agent : float
+        Full-precision on-agent workload :math:`N_{\mathrm{FLOP}}` in FLOPs (> 0).
+    n_flop_server : float
+        On-server workload :math:`\tilde N_{\mathrm{FLOP}}` in FLOPs (> 0).
+    T0 : float
+        Delay budget :math:`T_0` in s (> 0), eq. (30a).
+    E0 : float
+        Energy budget :math:`E_0` in J (> 0), eq. (30b).
+    lam : float
+        λ > 0 of the exponential weight magnitudes (eq. 3); it only scales the objective.
+    B_max : int
+        Largest bit-width :math:`B_{\max}`, an integer in [2, b_full] (eq. 30c).
+    b_full : int
+        Full-precision bit-width :math:`b` (integer >= 1).
+    f_agent_max, f_server_max : float
+        :math:`f^{\max}`, :math:`\tilde f^{\max}` in cycles/s (> 0), eqs. (30d), (30e).
+    c_agent, c_server : float
+        FLOPs per cycle :math:`c`, :math:`\tilde c` (> 0).
+    eta_agent, eta_server : float
+        PUEs :math:`\eta`, :math:`\tilde\eta` (>= 1).
+    psi_agent, psi_server : float
+        Power coefficients :math:`\psi`, :math:`\tilde\psi` in W/(cycle/s)^3 (> 0).
+
+    Raises
+    ------
+    ValueError
+        Naming the field, if a value is non-physical (non-finite, non-positive, a PUE below 1,
+        a non-integer or out-of-range ``B_max``).
+
+    Examples
+    --------
+    >>> p = Problem(n_flop_agent=64e9, n_flop_server=128e9, T0=2.0, E0=2.0)
+    >>> round(float(p.delay(16, 2e9, 10e9)), 4)  # 16/32 * 64e9/(2e9*32) + 128e9/(10e9*128)
+    0.6
+    """
+
+    n_flop_agent: float
+    n_flop_server: float
+    T0: float
+    E0: float
+    lam: float = 1.0
+    B_max: int = 16
+    b_full: int = 32
+    f_agent_max: float = 2e9
+    f_server_max: float = 10e9
+    c_agent: float = 32.0
+    c_server: float = 128.0
+    eta_agent: float = 1.0
+    eta_server: float = 2.0
+    psi_agent: float = 2e-29
+    psi_server: float = 1e-28
+
+    def __post_init__(self) -> None:
+        for fld in fields(self):
+            value = getattr(self, fld.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"{fld.name} must be a real number, got {value!r}")
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{fld.name} must be finite, got {value!r}")
+        for name in ("n_flop_agent", "n_flop_server", "T0", "E0", "lam"):
+            if float(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, float(getattr(self, name)))
+        # The processor constants are checked by qlib.system.Hardware (errors name the field).
+        object.__setattr__(self, "_hw", system.Hardware(
+            f_agent_max=self.f_agent_max, f_server_max=self.f_server_max, c_agent=self.c_agent,
+            c_server=self.c_server, eta_agent=self.eta_agent, eta_server=self.eta_server,
+            psi_agent=self.psi_agent, psi_server=self.psi_server, b_full=self.b_full))
+        for fld in fields(system.Hardware):
+            object.__setattr__(self, fld.name, getattr(self._hw, fld.name))
+        if float(self.B_max) != int(self.B_max) or not 2 <= int(self.B_max) <= self.b_full:
+            raise ValueError(
+                f"B_max must be an integer in [2, b_full={self.b_full}] (the relaxation needs "
+                f"B_max > 1), got {self.B_max!r}")
+        object.__setattr__(self, "B_max", int(self.B_max))
+
+    @property
+    def hardware(self) -> system.Hardware:
+        """The processor constants as a :class:`qlib.system.Hardware`."""
+        return self._hw  # type: ignore[attr-defined, no-any-return]
+
+    def delay(self, bit_width: Any, f_agent: Any, f_server: Any) -> Any:
+        """Total delay :math:`T` in s (eq. 8), via :func:`qlib.system.total_delay`."""
+        return system.total_delay(bit_width, self.n_flop_agent, self.n_flop_server, f_agent, f_server, self.hardware)
+
+    def energy(self, bit_width: Any, f_agent: Any, f_server: Any) -> Any:
+        """Total energy :math:`E` in J (eq. 9), via :func:`qlib.system.total_energy`."""
+        return system.total_energy(bit_width, self.n_flop_agent, self.n_flop_server, f_agent, f_server, self.hardware)
+
+    def objective(self, bit_width: Any) -> Any:
+        """The objective of (P1) at ``bit_width`` (see :func:`gap_objective`)."""
+        return gap_objective(bit_width, self.lam)
+
+    def violation(self, bit_width: Any, f_agent: Any, f_server: Any) -> tuple[Any, Any]:
+        """Relative constraint violations ``(T/T0 - 1, E/E0 - 1)``; <= 0 means met."""
+        return (np.asarray(self.delay(bit_width, f_agent, f_server)) / self.T0 - 1.0,
+                np.asarray(self.energy(bit_width, f_agent, f_server)) / self.E0 - 1.0)
+
+    def is_feasible(self, bit_width: float, f_agent: float, f_server: float, rtol: float = RTOL) -> bool:
+        """Whether a design meets (30a)–(30e) (bit-width integer check excluded), up to ``rtol``."""
+        if not (0 < f_agent <= self.f_agent_max * (1 + rtol) and 0 < f_server <= self.f_server_max * (1 + rtol)):
+            return False
+        if not 1 <= bit_width <= self.B_max:
+            return False
+        dv, ev = self.violation(bit_width, f_agent, f_server)
+        return bool(dv <= rtol and ev <= rtol)
+
+    # Scale-free coefficients: T/T0 = tau_a b / phi + tau_s / phi_s and
+    # E/E0 = eps_a b phi^2 + eps_s phi_s^2 with phi = f / f_max, phi_s = f_server / f_server_max.
+    def coefficients(self) -> dict[str, float]:
+        """Dimensionless coefficients ``tau_a, tau_s, eps_a, eps_s`` of the normalized constraints.
+
+        With :math:`\\varphi = f/f^{\\max}` and :math:`\\tilde\\varphi = \\tilde f/\\tilde f^{\\max}`,
+        ``T/T0 = tau_a b / phi + tau_s / phi_s`` and ``E/E0 = eps_a b phi**2 + eps_s phi_s**2``
+        (eqs. 4–9 divided by the budgets).
+        """
+        cyc_a = self.n_flop_agent / (self.b_full * self.c_agent)  # agent cycles per bit of width
+        cyc_s = self.n_flop_server / self.c_server
+        return {
+            "tau_a": cyc_a / (self.f_agent_max * self.T0),
+            "tau_s": cyc_s / (self.f_server_max * self.T0),
+            "eps_a": self.eta_agent * self.psi_agent * cyc_a * self.f_agent_max**2 / self.E0,
+            "eps_s": self.eta_server * self.psi_server * cyc_s * self.f_server_max**2 / self.E0,
+        }
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A design returned by a solver.
+
+    Attributes
+    ----------
+    method : str
+        ``"exact"``, ``"sca"``, ``"fixed-frequency"``, ``"random-feasible"`` or ``"ppo"``.
+    feasible : bool
+        Whether the returned design meets every constraint of (P1).
+    bit_width : int or None
+        :math:`\\hat b` (None when infeasible).
+    f_agent, f_server : float or None
+        :math:`f`, :math:`\\tilde f` in cycles/s.
+    delay, energy : float or None
+        :math:`T` (s) and :math:`E` (J) of the design.
+    objective : float
+        :math:`D^U(\\hat b-1) - D^L(\\hat b-1)`; ``inf`` when infeasible or at :math:`\\hat b = 1`.
+    reason : str
+        Why the result is infeasible (``"delay"`` / ``"energy"`` and a sentence) or a note.
+    history : tuple of float
+        SCA only: the (P2) objective at :math:`\\tilde b^{(k)}`, k = 0, 1, ... (Algorithm 1).
+    bit_history : tuple of float
+        SCA only: the iterates :math:`\\tilde b^{(k)}`, k = 0, 1, ...
+    relaxed_bit_width : float or None
+        SCA only: :math:`\\tilde b^*` before rounding.
+    samples : tuple of int
+        Random-feasible only: the feasible sampled bit-widths (to average over, as the paper
+        "evaluates and reports only feasible trials").
+    solve_time : float
+        Wall-clock seconds of the solve.
+    """
+
+    method: str
+    feasible: bool
+    bit_width: int | None = None
+    f_agent: float | None = None
+    f_server: float | None = None
+    delay: float | None = None
+    energy: float | None = None
+    objective: float = math.inf
+    reason: str = ""
+    history: tuple[float, ...] = ()
+    bit_history: tuple[float, ...] = ()
+    relaxed_bit_width: float | None = None
+    samples: tuple[int, ...] = field(default=(), repr=False)
+    solve_time: float = 0.0
+
+
+def _design(problem: Problem, method: str, b: int, f: float, fs: float, **extra: Any) -> Solution:
+    """A feasible :class:`Solution`, its delay, energy and objective computed by qlib.system."""
+    obj = float(problem.objective(b))
+    note = extra.pop("reason", "")
+    if not math.isfinite(obj) and not note:
+        note = "bit_width = 1: the bound D^U(0) is unbounded, objective +inf"
+    return Solution(method=method, feasible=True, bit_width=int(b), f_agent=float(f), f_server=float(fs),
+                    delay=float(problem.delay(b, f, fs)), energy=float(problem.energy(b, f, fs)),
+                    objective=obj, reason=note, **extra)
+
+
+def _infeasible(method: str, why: str, **extra: Any) -> Solution:
+    return Solution(method=method, feasible=False, reason=why, **extra)
+
+
+def random_problems(n: int, seed: int = 0, rng: np.random.Generator | None = None, **fixed: Any) -> list[Problem]:
+    r"""``n`` seeded random instances of (P1) around the paper's settings (Sec. VI-C hardware).
+
+    Workloads and budgets are log-uniform: :math:`N_{\mathrm{FLOP}}` in [50, 1000] GFLOPs,
+    :math:`\tilde N_{\mathrm{FLOP}}` in [20, 500] GFLOPs, :math:`T_0` in [0.3, 4] s,
+    :math:`E_0` in [0.5, 10] J (the BLIP-2 and GIT settings of Figs. 5–8 lie inside); λ = 1.
+    Keyword arguments override any :class:`Problem` field for all instances.
+
+    Parameters
+    ----------
+    n : int
+        Number of instances (>= 1).
+    seed : int
+        Seed of the NumPy generator (ignored when ``rng`` is given).
+    rng : numpy.random.Generator, optional
+        Generator to draw from.
+    """
+    if not (isinstance(n, (int, np.integer)) and n >= 1):
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    gen = rng if rng is not None else np.random.default_rng(seed)
+
+    def logu(lo: float, hi: float) -> np.ndarray:
+        return np.exp(gen.uniform(math.log(lo), math.log(hi), size=int(n)))
+
+    na, ns, t0, e0 = logu(50e9, 1000e9), logu(20e9, 500e9), logu(0.3, 4.0), logu(0.5, 10.0)
+    base = {"lam": 1.0}
+    base.update(fixed)
+    return [Problem(**{"n_flop_agent": float(na[i]), "n_flop_server": float(ns[i]), "T0": float(t0[i]),
+                       "E0": float(e0[i]), **base}) for i in range(int(n))]
+
+
+# --------------------------------------------------------------------------------------------
+# Minimum-energy frequencies for a given bit-width (closed-form KKT solution), vectorized.
+# --------------------------------------------------------------------------------------------
+
+def _min_energy(tau_a: Any, tau_s: Any, eps_a: Any, eps_s: Any, r_agent: Any, r_server: Any,
+                bits: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    r"""Minimum of E/E0 over the normalized frequencies subject to T/T0 <= 1 (all arrays broadcast).
+
+    min eps_a b phi^2 + eps_s phi_s^2  s.t.  tau_a b / phi + tau_s / phi_s <= 1,  0 < phi, phi_s <= 1.
+
+    KKT: the delay constraint is active and, away from the caps, 2 eps_a b phi = mu tau_a b / phi^2,
+    i.e. phi = k * r_agent and phi_s = k * r_server with r = (f_max^3 / (eta psi))^(1/3) / f_max
+    up to a common factor (``r_agent``, ``r_server`` carry it). k grows until the delay is met;
+    a frequency that reaches its cap stays there and the other one alone closes the gap.
+
+    Returns ``(phi, phi_s, energy_ratio, delay_ok)``; where the delay budget cannot be met
+    even at the caps, ``delay_ok`` is False and the caps are returned.
+    """
+    tau_a, tau_s, eps_a, eps_s, ra, rs, b = np.broadcast_arrays(
+        *(np.asarray(x, dtype=float) for x in (tau_a, tau_s, eps_a, eps_s, r_agent, r_server, bits)))
+    ta = tau_a * b  # agent delay / T0 at phi = 1
+    delay_ok = ta + tau_s <= 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k1 = ta / ra + tau_s / rs  # uncapped: delay(k) = (ta/ra + tau_s/rs) / k = 1
+        ka, ks = 1.0 / ra, 1.0 / rs  # k at which each frequency reaches its cap
+        phi = k1 * ra
+        phs = k1 * rs
+        agent_first = ka <= ks
+        capped = k1 > np.minimum(ka, ks)
+        # Agent at its cap, the server closes the gap (and vice versa).
+        phs_a = tau_s / (1.0 - ta)
+        phi_s = ta / (1.0 - tau_s)
+        phi = np.where(capped, np.where(agent_first, 1.0, phi_s), phi)
+        phs = np.where(capped, np.where(agent_first, phs_a, 1.0), phs)
+    phi = np.where(delay_ok, np.minimum(phi, 1.0), 1.0)
+    phs = np.where(delay_ok, np.minimum(phs, 1.0), 1.0)
+    energy = eps_a * b * phi**2 + eps_s * phs**2
+    return phi, phs, energy, delay_ok
+
+
+def _ratios(problem: Problem) -> tuple[float, float]:
+    # Unconstrained KKT direction f : f_server = (eta psi)^(-1/3) : (eta~ psi~)^(-1/3), in units of the caps.
+    ra = (problem.eta_agent * problem.psi_agent) ** (-1.0 / 3.0) / problem.f_agent_max
+    rs = (problem.eta_server * problem.psi_server) ** (-1.0 / 3.0) / problem.f_server_max
+    scale = max(ra, rs)  # keep k of order one
+    return ra / scale, rs / scale
+
+
+def optimal_frequencies(problem: Problem, bit_width: Any) -> dict[str, Any]:
+    r"""For fixed bit-width(s), the frequencies that meet the delay budget with least energy (KKT).
+
+    For fixed :math:`\hat b`, (P1) is the two-variable convex feasibility problem
+    :math:`\{(f,\tilde f): T \le T_0, E \le E_0, 0 < f \le f^{\max}, 0 < \tilde f \le \tilde f^{\max}\}`.
+    It is non-empty iff the least energy over :math:`T \le T_0` is at most :math:`E_0`. The KKT
+    conditions give :math:`f^3 \eta\psi = \tilde f^3 \tilde\eta\tilde\psi` (both frequencies
+    scale together) until one reaches its cap, then the other closes the delay gap alone;
+    the delay constraint is active. Closed form, no iteration.
+
+    Parameters
+    ----------
+    problem : Problem
+        The instance.
+    bit_width : float or ndarray
+        Bit-width(s) in [1, B_max] (non-integers allowed: relaxation (P2)).
+
+    Returns
+    -------
+    dict
+        ``f_agent``, ``f_server`` (cycles/s), ``delay``, ``energy`` (the least energy) and
+        ``feasible`` (bool array), ``reason`` (``""``, ``"delay"`` or ``"energy"``) per bit-width.
+
+    Examples
+    --------
+    >>> p = Problem(n_flop_agent=64e9, n_flop_server=128e9, T0=2.0, E0=2.0)
+    >>> out = optimal_frequencies(p, 8)
+    >>> bool(out["feasible"]), round(float(out["delay"]), 6)
+    (True, 2.0)
+    """
+    b = np.asarray(bit_width, dtype=float)
+    if np.any(~np.isfinite(b)) or np.any(b < 1) or np.any(b > problem.B_max):
+        raise ValueError(f"bit_width must be in [1, B_max={problem.B_max}], got {bit_width!r}")
+    c = problem.coefficients()
+    ra, rs = _ratios(problem)
+    phi, phs, e_ratio, delay_ok = _min_energy(c["tau_a"], c["tau_s"], c["eps_a"], c["eps_s"], ra, rs, b)
+    f = phi * problem.f_agent_max
+    fs = phs * problem.f_server_max
+    delay = np.asarray(problem.delay(b, f, fs))
+    energy = np.asarray(problem.energy(b, f, fs))
+    feasible = delay_ok & (energy <= problem.E0 * (1 + RTOL)) & (delay <= problem.T0 * (1 + RTOL))
+    reason = np.where(feasible, "", np.where(delay_ok, "energy", "delay"))
+    out = {"f_agent": f, "f_server": fs, "delay": delay, "energy": energy, "feasible": feasible, "reason": reason}
+    return {k: (v[()] if v.ndim == 0 else v) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Exact global optimum, vectorized over problems.
+# --------------------------------------------------------------------------------------------
+
+def _as_list(problems: Problem | Iterable[Problem]) -> tuple[list[Problem], bool]:
+    if isinstance(problems, Problem):
+        return [problems], True
+    items = list(problems)
+    if not items or not all(isinstance(p, Problem) for p in items):
+        raise ValueError("problems must be a Problem or a non-empty sequence of Problem instances")
+    return items, False
+
+
+def _batch(problems: Sequence[Problem]) -> dict[str, np.ndarray]:
+    cols: dict[str, list[float]] = {k: [] for k in ("tau_a", "tau_s", "eps_a", "eps_s", "ra", "rs", "B_max")}
+    for p in problems:
+        for k, v in p.coefficients().items():
+            cols[k].append(v)
+        ra, rs = _ratios(p)
+        cols["ra"].append(ra)
+        cols["rs"].append(rs)
+        cols["B_max"].append(p.B_max)
+    return {k: np.asarray(v, dtype=float) for k, v in cols.items()}
+
+
+def _exact_bits(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Largest feasible integer bit-width per problem (0 if none) and the reason code when none.
+
+    Reason code: 1 = delay (even b = 1 at the caps misses T0), 2 = energy.
+    """
+    n = batch["tau_a"].shape[0]
+    bmax = int(batch["B_max"].max())
+    bits = np.arange(1, bmax + 1, dtype=float)[None, :]
+    col = {k: batch[k][:, None] for k in ("tau_a", "tau_s", "eps_a", "eps_s", "ra", "rs")}
+    _, _, energy, delay_ok = _min_energy(col["tau_a"], col["tau_s"], col["eps_a"], col["eps_s"],
+                                         col["ra"], col["rs"], bits)
+    ok = delay_ok & (energy <= 1.0 + RTOL) & (bits <= batch["B_max"][:, None])
+    # Feasibility is monotone in b (a down-set), so the largest feasible b is the count of
+    # feasible ones; we take the max index anyway, which does not rely on it.
+    best = np.where(ok.any(axis=1), bmax - np.argmax(ok[:, ::-1], axis=1), 0)
+    code = np.where(best > 0, 0, np.where(delay_ok[:, 0], 2, 1))
+    return best.astype(int), code.reshape(n)
+
+
+_WHY = {
+    1: "delay: the delay budget T0 is missed even at bit_width = 1 and both maximum frequencies",
+    2: "energy: no frequencies meet the delay budget T0 within the energy budget E0, even at bit_width = 1",
+}
+
+
+def solve_exact(problems: Problem | Iterable[Problem]) -> Solution | list[Solution]:
+    r"""Certified global optimum of (P1), vectorized over many problems.
+
+    The objective :math:`g(\hat b)` is strictly decreasing in :math:`\hat b`, and if a
+    bit-width is feasible so is every smaller one (delay and energy grow with :math:`\hat b`
+    at fixed frequencies). Hence the optimum is the largest :math:`\hat b\le B_{\max}` whose
+    minimum-energy frequencies at the delay budget (:func:`optimal_frequencies`) meet the
+    energy budget. All problems and all bit-widths are evaluated in one NumPy pass. Among
+    the optimal designs (every feasible :math:`(f,\tilde f)` at the optimal :math:`\hat b`) the
+    one with least energy is returned.
+
+    Parameters
+    ----------
+    problems : Problem or sequence of Problem
+
+    Returns
+    -------
+    Solution or list of Solution
+        One per problem (a single one for a single problem); ``method="exact"``.
+
+    Examples
+    --------
+    >>> p = Problem(n_flop_agent=64e9, n_flop_server=128e9, T0=2.0, E0=2.0)
+    >>> solve_exact(p).bit_width
+    16
+    """
+    items, single = _as_list(problems)
+    t0 = time.perf_counter()
+    batch = _batch(items)
+    best, code = _exact_bits(batch)
+    b = np.maximum(best, 1).astype(float)
+    phi, phs, _, _ = _min_energy(batch["tau_a"], batch["tau_s"], batch["eps_a"], batch["eps_s"],
+                                 batch["ra"], batch["rs"], b)
+    # Delay, energy and objective of all designs in one vectorized pass (eqs. 8, 9, 30).
+    col = {k: np.array([getattr(p, k) for p in items], dtype=float) for k in (
+        "n_flop_agent", "n_flop_server", "f_agent_max", "f_server_max", "lam")}
+    f = phi * col["f_agent_max"]
+    fs = phs * col["f_server_max"]
+    delay = np.empty(len(items))
+    energy = np.empty(len(items))
+    for hw_key in {(p.hardware,) for p in items}:  # usually one Hardware for the whole batch
+        hw = hw_key[0]
+        m = np.array([p.hardware == hw for p in items])
+        delay[m] = system.total_delay(b[m], col["n_flop_agent"][m], col["n_flop_server"][m], f[m], fs[m], hw)
+        energy[m] = system.total_energy(b[m], col["n_flop_agent"][m], col["n_flop_server"][m], f[m], fs[m], hw)
+    objective = np.asarray(gap_objective(b, col["lam"]))
+    elapsed = (time.perf_counter() - t0) / len(items)
+    one = "only bit_width = 1 meets the budgets; its bound D^U(0) is unbounded"
+    out = [
+        Solution(method="exact", feasible=True, bit_width=int(best[i]), f_agent=float(f[i]),
+                 f_server=float(fs[i]), delay=float(delay[i]), energy=float(energy[i]),
+                 objective=float(objective[i]), reason=one if best[i] == 1 else "", solve_time=elapsed)
+        if best[i] > 0 else _infeasible("exact", _WHY[int(code[i])], solve_time=elapsed)
+        for i in range(len(items))
+    ]
+    return out[0] if single else out
+
+
+def relaxed_optimum(problem: Problem, tol: float = 1e-10) -> float:
+    r"""Global optimum :math:`\tilde b^*` of the relaxation (P2): the largest feasible real bit-width.
+
+    Found by bisection on the monotone feasibility of :math:`\tilde b \in [1, B_{\max}]`
+    (the objective is strictly decreasing). Returns ``nan``-free 1.0 when only
+    :math:`\tilde b = 1` is feasible and raises ``ValueError`` when even that is not.
+    """
+    c = problem.coefficients()
+    ra, rs = _ratios(problem)
+
+    def feasible(b: float) -> bool:
+        _, _, e, ok = _min_energy(c["tau_a"], c["tau_s"], c["eps_a"], c["eps_s"], ra, rs, b)
+        return bool(ok) and float(e) <= 1.0
+
+    if not feasible(1.0):
+        raise ValueError("problem is infeasible: no bit-width in [1, B_max] meets the budgets")
+    if feasible(float(problem.B_max)):
+        return float(problem.B_max)
+    lo, hi = 1.0, float(problem.B_max)
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if feasible(mid) else (lo, mid)
+    return lo
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's Algorithm 1 (SCA on P4.k) with cvxpy.
+# --------------------------------------------------------------------------------------------
+
+class _P4:
+    """Problem (P4.k) as one DPP-compliant cvxpy problem, compiled once and re-solved with new
+    parameter values (instance data and the SCA point b~^(k), b~'^(k)).
+
+    Variables are normalized: ``phi = f/f_max`` and ``phs = f_server/f_server_max``, and the
+    objective is multiplied by λ (it only scales the objective). ``s = 2 λ D^U(b~-1)`` is an
+    epigraph variable: s(s+2)(2^R - 1) >= 4 with R = b~ - 1 is equivalent to
+    s >= sqrt(1 + 4/(2^R-1)) - 1 and, in logs, is a DCP constraint
+    log s + log(s+2) + R ln2 + log(1 - 2^-R) >= ln 4 (a sum of concave terms).
+    """
+
+    def __init__(self) -> None:
+        import cvxpy as cp
+
+        self.cp = cp
+        self.bt = cp.Variable(name="b_relaxed")            # b~
+        self.bp = cp.Variable(pos=True, name="b_aux")      # b~' (stands for 1/b~), (32d)
+        self.phi = cp.Variable(pos=True, name="phi")
+        self.phs = cp.Variable(pos=True, name="phi_server")
+        self.s = cp.Variable(pos=True, name="s")
+        self.tau_a = cp.Parameter(nonneg=True)
+        self.tau_s = cp.Parameter(nonneg=True)
+        self.eps_a = cp.Parameter(nonneg=True)
+        self.eps_s = cp.Parameter(nonneg=True)
+        self.b_lo = cp.Parameter()
+        self.b_hi = cp.Parameter()
+        self.two_over_bpk = cp.Parameter(nonneg=True)      # 2 / b~'^(k)
+        self.inv_bpk2 = cp.Parameter(nonneg=True)          # 1 / b~'^(k)^2
+        self.zeta0 = cp.Parameter()                        # 2^-b^(k) (1 + ln2 b^(k))
+        self.zeta1 = cp.Parameter(nonneg=True)             # ln2 2^-b^(k)
+        self.w_du = cp.Parameter(nonneg=True)              # 1: corrected (34); 0: (34) as printed
+        R = self.bt - 1.0
+        constraints = [
+            # (32a) divided by T0: N/(b' b f c) + N~/(f~ c~) <= T0
+            self.tau_a * cp.inv_prod(cp.hstack([self.bp, self.phi])) + self.tau_s * cp.inv_pos(self.phs) <= 1.0,
+            # (32b) divided by E0: eta N psi f^2/(b' b c) + eta~ N~ psi~ f~^2 / c~ <= E0
+            self.eps_a * cp.quad_over_lin(self.phi, self.bp) + self.eps_s * cp.square(self.phs) <= 1.0,
+            # (36a): the first-order (inner) approximation of (32c) b~ <= 1/b~'
+            self.bt <= self.two_over_bpk - self.inv_bpk2 * self.bp,
+            # (31c) with the open lower end closed at b_lo = 1 + eps, (30d), (30e)
+            self.bt >= self.b_lo, self.bt <= self.b_hi,
+            self.phi <= 1.0, self.phs <= 1.0,
+            # epigraph of s = 2 λ D^U(b~ - 1) (convex in b~), see the class docstring
+            cp.log(self.s) + cp.log(self.s + 2.0) + _LN2 * R + cp.log(1.0 - cp.exp(-_LN2 * R)) >= math.log(4.0),
+        ]
+        # Corrected (34): λ[D^U(b~-1) - zeta_k(b~)], zeta_k the tangent of D^L(b~-1) = 2^-b~/λ at b^(k).
+        # The paper's printed (34) has the first term frozen at b^(k), a constant: w_du = 0.
+        objective = cp.Minimize(self.w_du * 0.5 * self.s - (self.zeta0 - self.zeta1 * self.bt))
+        self.problem = cp.Problem(objective, constraints)
+        assert self.problem.is_dcp(dpp=True)
+
+    def solve(self, coeffs: dict[str, float], b_lo: float, b_hi: float, b_k: float, bp_k: float,
+              exact_du: bool = True) -> tuple[str, dict]:
+        cp = self.cp
+        self.w_du.value = 1.0 if exact_du else 0.0
+        for name in ("tau_a", "tau_s", "eps_a", "eps_s"):
+            getattr(self, name).value = coeffs[name]
+        self.b_lo.value, self.b_hi.value = b_lo, b_hi
+        self.two_over_bpk.value = 2.0 / bp_k
+        self.inv_bpk2.value = 1.0 / bp_k**2
+        self.zeta1.value = _LN2 * 2.0**-b_k
+        self.zeta0.value = 2.0**-b_k * (1.0 + _LN2 * b_k)
+        try:
+            with warnings.catch_warnings():
+                # "optimal_inaccurate" is accepted (the iterate is clipped into the box and the
+                # rounding step checks feasibility); cvxpy's warning would only repeat that.
+                warnings.simplefilter("ignore", UserWarning)
+                self.problem.solve(solver=cp.CLARABEL, **_CLARABEL_TOL)
+        except cp.error.SolverError as exc:  # pragma: no cover - solver failure is reported, not raised
+            return f"solver error: {exc}", {}
+        return self.problem.status, {
+            "bt": float(self.bt.value), "bp": float(self.bp.value),
+            "phi": float(self.phi.value), "phs": float(self.phs.value),
+        }
+
+
+_P4_CACHE: list[_P4] = []
+# Tighter than Clarabel's defaults (1e-8): near b~ = B_max the objective changes by ~1e-5 per
+# bit, and the default accuracy on b~ would show up as spurious increases of the history.
+_CLARABEL_TOL = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
+
+
+def _p4() -> _P4:
+    if not _P4_CACHE:
+        _P4_CACHE.append(_P4())
+    return _P4_CACHE[0]
+
+
+def solve_sca(problem: Problem, delta: float = 1e-6, max_iter: int = 100, b_eps: float = 1e-3,
+              surrogate: str = "corrected", b_start: float | None = None) -> Solution:
+    r"""The paper's Algorithm 1: relax (P2), reformulate (P3), iterate the convex (P4.k), round.
+
+    Steps (Sec. V-B):
+
+    1. relax :math:`\hat b` to :math:`\tilde b\in[1+\epsilon_b, B_{\max}]` (P2); the paper's open
+       end :math:`(1, B_{\max}]` is closed at :math:`1+\epsilon_b` because the objective is
+       :math:`+\infty` at :math:`\tilde b = 1` (:math:`D^U(0)` is unbounded);
+    2. start from the feasible point :math:`\tilde b^{(0)} = 1+\epsilon_b`,
+       :math:`\tilde b'^{(0)} = 1/\tilde b^{(0)}` (infeasible budgets are detected here);
+    3. solve (P4.k) with cvxpy (Clarabel): constraints (32a), (32b), (32d), (36a), (31c),
+       (30d), (30e); objective the convex upper bound of the objective, tight at
+       :math:`\tilde b^{(k)}`: :math:`D^U(\tilde b-1)` kept exactly (it is convex) minus the
+       tangent :math:`\underline\zeta^{(k)}(\tilde b)` of :math:`D^L` (eq. 33). The paper's
+       (34) freezes the first term at :math:`\tilde b^{(k)}`, which is no upper bound and
+       drives :math:`\tilde b` to its lower end (see the chapter);
+    4. stop when the (P2) objective decreases by less than ``delta``;
+    5. round :math:`\tilde b^*` to the nearest integer; if that design violates a constraint,
+       re-optimize the frequencies at that bit-width (:func:`optimal_frequencies`) and, if it
+       is still infeasible, round down instead (always feasible, since :math:`\tilde b^*` is).
+
+    Parameters
+    ----------
+    problem : Problem
+    delta : float
+        Stopping threshold δ > 0 on the decrease of the (P2) objective (paper units).
+    max_iter : int
+        Iteration cap (>= 1).
+    b_eps : float
+        ε_b in (0, 1): the relaxation's lower end is 1 + ε_b.
+    surrogate : {"corrected", "paper"}
+        ``"corrected"`` (default): the convex upper bound described above. ``"paper"``: (34)
+        exactly as printed, first term frozen at :math:`\tilde b^{(k)}`; kept to show in the
+        chapter that it drives :math:`\tilde b` to the lower end of the relaxation.
+    b_start : float, optional
+        Start point :math:`\tilde b^{(0)}` in [1 + ε_b, B_max] (must be feasible); default 1 + ε_b.
+
+    Returns
+    -------
+    Solution
+        ``method="sca"``; ``history`` holds the (P2) objective at :math:`\tilde b^{(k)}`,
+        ``relaxed_bit_width`` the final :math:`\tilde b^*`, ``reason`` notes any repair.
+    """
+    if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
+        raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    if not (isinstance(b_eps, (int, float)) and 0 < b_eps < 1):
+        raise ValueError(f"b_eps must be in (0, 1), got {b_eps!r}")
+    if surrogate not in ("corrected", "paper"):
+        raise ValueError(f"surrogate must be 'corrected' or 'paper', got {surrogate!r}")
+    t0 = time.perf_counter()
+    coeffs = problem.coefficients()
+    b_lo = 1.0 + b_eps
+    start = optimal_frequencies(problem, np.array([1.0, b_lo]))
+    if not start["feasible"][0]:
+        why = "delay" if start["reason"][0] == "delay" else "energy"
+        return _infeasible("sca", _WHY[1 if why == "delay" else 2], solve_time=time.perf_counter() - t0)
+    if not start["feasible"][1]:
+        f1 = optimal_frequencies(problem, 1.0)
+        return _design(problem, "sca", 1, f1["f_agent"], f1["f_server"], solve_time=time.perf_counter() - t0,
+                       reason="no relaxed start point above 1 bit is feasible; only bit_width = 1 meets the "
+                              "budgets and its bound D^U(0) is unbounded")
+    solver = _p4()
+    b_k, bp_k = b_lo, 1.0 / b_lo
+    f_k, fs_k = float(start["f_agent"][1]), float(start["f_server"][1])
+    if b_start is not None:
+        if not (isinstance(b_start, (int, float)) and b_lo <= b_start <= problem.B_max):
+            raise ValueError(f"b_start must be in [1 + b_eps, B_max] = [{b_lo}, {problem.B_max}], got {b_start!r}")
+        st = optimal_frequencies(problem, float(b_start))
+        if not st["feasible"]:
+            raise ValueError(f"b_start={b_start!r} is not feasible for this problem ({st['reason']} budget)")
+        b_k, bp_k = float(b_start), 1.0 / float(b_start)
+        f_k, fs_k = float(st["f_agent"]), float(st["f_server"])
+    history = [float(problem.objective(b_k))]
+    bits = [b_k]
+    note = ""
+    for _ in range(max_iter):
+        status, x = solver.solve(coeffs, b_lo, float(problem.B_max), b_k, bp_k, surrogate == "corrected")
+        if status not in ("optimal", "optimal_inaccurate"):
+            note = f"P4.k solver status {status!r} at iteration {len(history)}; kept the last iterate"
+            break
+        # Clip into the box: the interior-point solver returns points within its tolerance.
+        b_k = min(max(x["bt"], b_lo), float(problem.B_max))
+        bp_k = x["bp"]
+        f_k = min(x["phi"], 1.0) * problem.f_agent_max
+        fs_k = min(x["phs"], 1.0) * problem.f_server_max
+        history.append(float(problem.objective(b_k)))
+        bits.append(b_k)
+        if history[-2] - history[-1] < delta:
+            break
+    b_star = b_k
+    # Step 9 of Algorithm 1 (rounding), made feasibility-safe.
+    b_round = int(min(max(round(b_star), 1), problem.B_max))
+    if problem.is_feasible(b_round, f_k, fs_k):
+        b, f, fs = b_round, f_k, fs_k
+    else:
+        re = optimal_frequencies(problem, float(b_round))
+        if re["feasible"]:
+            b, f, fs = b_round, float(re["f_agent"]), float(re["f_server"])
+            note = (note + "; " if note else "") + "rounded bit-width infeasible at the SCA frequencies: re-optimized them"
+        else:
+            b = int(math.floor(b_star + 1e-9))
+            b = max(1, min(b, problem.B_max))
+            if problem.is_feasible(b, f_k, fs_k):
+                f, fs = f_k, fs_k
+            else:
+                re = optimal_frequencies(problem, float(b))
+                f, fs = float(re["f_agent"]), float(re["f_server"])
+            note = (note + "; " if note else "") + "nearest bit-width infeasible: rounded down"
+    if b == 1:
+        note = (note + "; " if note else "") + "bit_width = 1: the bound D^U(0) is unbounded, objective +inf"
+    return _design(problem, "sca", b, f, fs, history=tuple(history), bit_history=tuple(bits),
+                   relaxed_bit_width=float(b_star),
+                   reason=note, solve_time=time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines of Sec. VI-C.
+# --------------------------------------------------------------------------------------------
+
+def solve_fixed_frequency(problem: Problem) -> Solution:
+    r"""Baseline 2 of Sec. VI-C: both frequencies at their maximum, only :math:`\hat b` chosen.
+
+    Returns the largest :math:`\hat b` meeting both budgets at :math:`(f^{\max}, \tilde f^{\max})`,
+    or an infeasible solution naming the budget that even :math:`\hat b = 1` misses.
+    """
+    t0 = time.perf_counter()
+    F, Fs = problem.f_agent_max, problem.f_server_max
+    bits = np.arange(1, problem.B_max + 1)
+    delay = np.asarray(problem.delay(bits, F, Fs))
+    energy = np.asarray(problem.energy(bits, F, Fs))
+    ok = (delay <= problem.T0 * (1 + RTOL)) & (energy <= problem.E0 * (1 + RTOL))
+    if not ok.any():
+        why = ("delay: the delay budget T0 is missed at the maximum frequencies even at bit_width = 1"
+               if delay[0] > problem.T0 * (1 + RTOL) else
+               "energy: the maximum frequencies exceed the energy budget E0 even at bit_width = 1")
+        return _infeasible("fixed-frequency", why, solve_time=time.perf_counter() - t0)
+    b = int(bits[ok].max())
+    return _design(problem, "fixed-frequency", b, F, Fs, solve_time=time.perf_counter() - t0)
+
+
+def solve_random_feasible(problem: Problem, n_samples: int = 400, seed: int = 0) -> Solution:
+    r"""Baseline 3 of Sec. VI-C: random bit-widths, each checked by optimizing the frequencies.
+
+    Draws ``n_samples`` bit-widths uniformly from :math:`\{1,\dots,B_{\max}\}`, checks each with
+    the minimum-energy frequencies (:func:`optimal_frequencies`) and keeps the best feasible
+    one. The feasible draws are returned in :attr:`Solution.samples`, for readers who want
+    the paper's "only feasible trials are evaluated and reported" as an average.
+
+    Parameters
+    ----------
+    problem : Problem
+    n_samples : int
+        Number of trials (>= 1); the paper uses 400.
+    seed : int
+        Seed of the NumPy generator (>= 0).
+    """
+    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
+        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(int(seed))
+    draws = rng.integers(1, problem.B_max + 1, size=int(n_samples))
+    check = optimal_frequencies(problem, draws.astype(float))
+    feas = np.asarray(check["feasible"])
+    if not feas.any():
+        reasons = set(np.asarray(check["reason"]).tolist())
+        code = 1 if "delay" in reasons and 1 in draws else 2
+        if 1 not in draws:
+            why = "no feasible trial: none of the sampled bit-widths meets the budgets"
+            why = ("delay: " if "delay" in reasons else "energy: ") + why
+        else:
+            why = _WHY[code]
+        return _infeasible("random-feasible", why, solve_time=time.perf_counter() - t0)
+    i = int(np.flatnonzero(feas)[np.argmax(draws[feas])])
+    return _design(problem, "random-feasible", int(draws[i]), float(check["f_agent"][i]),
+                   float(check["f_server"][i]), samples=tuple(int(x) for x in draws[feas]),
+                   solve_time=time.perf_counter() - t0)
+
+
+def solve_ppo(problem: Problem, policy: Any = None) -> Solution:
+    r"""Baseline 1 of Sec. VI-C: a PPO policy (stable-baselines3) proposes the design.
+
+    The policy observes the scale-free description of the problem (its budgets relative to
+    the workloads) and proposes the bit-width and the share of the delay budget given to the
+    agent, which sets both frequencies (:mod:`qlib.ppo_env`); over the policy's horizon (one
+    step for the committed policy) the best proposal that meets both budgets is returned. Constraints are handled by a penalty in training only, as in
+    the paper; if no proposal is feasible the result is ``feasible=False`` with the reason
+    (which says it is the policy, not the budgets, that failed when a feasible design exists).
+
+    Parameters
+    ----------
+    problem : Problem
+    policy : stable_baselines3.PPO or None
+        A policy from :func:`qlib.ppo_env.train_ppo`; ``None`` uses
+        :func:`qlib.ppo_env.default_policy` (the committed one).
+    """
+    from qlib import ppo_env
+
+    return ppo_env.solve_with_policy(problem, policy)
+
+
+# --------------------------------------------------------------------------------------------
+# Running and comparing all methods (the chapter's comparisons, Figs. 5-8 of the paper).
+# --------------------------------------------------------------------------------------------
+
+#: The five methods of the chapter, in the order of the paper's figures' legends.
+METHODS = ("exact", "sca", "ppo", "fixed-frequency", "random-feasible")
+
+
+def run_methods(problems: Sequence[Problem], methods: Sequence[str] = METHODS, policy: Any = None,
+                seed: int = 0, sca_kwargs: dict[str, Any] | None = None) -> dict[str, list[Solution]]:
+    """Solve every problem with every method; ``{method: [Solution, ...]}`` in problem order.
+
+    ``exact`` is one vectorized call; the others are called per problem. ``policy`` goes to
+    :func:`solve_ppo`, ``seed`` to :func:`solve_random_feasible`, ``sca_kwargs`` to
+    :func:`solve_sca`.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"methods must be among {METHODS}, got {unknown}")
+    items, _ = _as_list(problems)
+    out: dict[str, list[Solution]] = {}
+    for m in methods:
+        if m == "exact":
+            out[m] = solve_exact(items)  # type: ignore[assignment]
+        elif m == "sca":
+            out[m] = [solve_sca(p, **(sca_kwargs or {})) for p in items]
+        elif m == "ppo":
+            out[m] = [solve_ppo(p, policy) for p in items]
+        elif m == "fixed-frequency":
+            out[m] = [solve_fixed_frequency(p) for p in items]
+        else:
+            out[m] = [solve_random_feasible(p, seed=seed) for p in items]
+    return out
+
+
+def summarize_methods(results: dict[str, list[Solution]], reference: Sequence[Solution]) -> list[dict[str, Any]]:
+    """Per method: how often it attains the reference optimum, its worst gap, its median time.
+
+    Parameters
+    ----------
+    results : dict
+        From :func:`run_methods` (any subset of problems, same order as ``reference``).
+    reference : sequence of Solution
+        The certified optima (:func:`solve_exact`) of the same problems.
+
+    Returns
+    -------
+    list of dict
+        Keys ``method``, ``n`` (problems), ``n_solvable`` (problems with a feasible design),
+        ``attained`` (fraction of all problems where the method's objective equals the optimum,
+        infeasible-reported-as-infeasible included), ``missed_feasible`` (solvable problems
+        where the method returned no feasible design), ``worst_bit_gap`` (largest optimal
+        minus chosen bit-width over problems where both are feasible), ``worst_rel_gap``
+        (largest objective / optimum - 1 there, ``inf`` when a method picked b = 1 while the
+        optimum is finite) and ``median_time_s``.
+    """
+    rows = []
+    for m, sols in results.items():
+        if len(sols) != len(reference):
+            raise ValueError(f"results[{m!r}] has {len(sols)} solutions, reference has {len(reference)}")
+        attained = missed = 0
+        bit_gaps, rel_gaps = [0], [0.0]
+        for s, e in zip(sols, reference):
+            if not e.feasible:
+                attained += not s.feasible
+                continue
+            if not s.feasible:
+                missed += 1
+                continue
+            attained += s.bit_width == e.bit_width
+            bit_gaps.append(int(e.bit_width) - int(s.bit_width))  # type: ignore[arg-type]
+            if math.isfinite(e.objective):
+                rel_gaps.append(s.objective / e.objective - 1.0)
+        rows.append({
+            "method": m, "n": len(sols), "n_solvable": sum(e.feasible for e in reference),
+            "attained": attained / len(sols), "missed_feasible": missed,
+            "worst_bit_gap": max(bit_gaps), "worst_rel_gap": max(rel_gaps),
+            "median_time_s": float(np.median([s.solve_time for s in sols])),
+        })
+    return rows
