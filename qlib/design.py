@@ -162,12 +162,7 @@ class Problem:
     psi_server: float = 1e-28
 
     def __post_init__(self) -> None:
-        for fld in fields(self):
-            value = getattr(self, fld.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise ValueError(f"{fld.name} must be a real number, got {value!r}")
-            if not math.isfinite(float(value)):
-                raise ValueError(f"{fld.name} must be finite, got {value!r}")
+        system.check_real_fields(self)
         for name in ("n_flop_agent", "n_flop_server", "T0", "E0", "lam"):
             if float(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")

@@ -36,6 +36,19 @@ __all__ = [
 ArrayLike = Union[float, int, np.ndarray, Any]
 
 
+def check_real_fields(obj: Any) -> None:
+    """Raise ``ValueError`` naming the first field of dataclass ``obj`` that is not a finite real.
+
+    Booleans are rejected too: ``True`` as a frequency is a caller's mistake, not 1 Hz.
+    """
+    for fld in fields(obj):
+        value = getattr(obj, fld.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{fld.name} must be a real number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{fld.name} must be finite, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Hardware:
     """Processor constants of the agent and the server (defaults: paper Sec. VI-C).
@@ -88,12 +101,7 @@ class Hardware:
     b_full: int = 32
 
     def __post_init__(self) -> None:
-        for fld in fields(self):
-            value = getattr(self, fld.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise ValueError(f"{fld.name} must be a real number, got {value!r}")
-            if not math.isfinite(float(value)):
-                raise ValueError(f"{fld.name} must be finite, got {value!r}")
+        check_real_fields(self)
         for name in ("f_agent_max", "f_server_max", "c_agent", "c_server", "psi_agent", "psi_server"):
             value = float(getattr(self, name))
             if value <= 0:

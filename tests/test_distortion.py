@@ -22,14 +22,6 @@ from qlib.distortion import (
 )
 from qlib.quantize import quantize, quantize_module
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread, as the notebooks use: on a shared 2-core machine more threads thrash."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
 
 Bound = Callable[[list[np.ndarray], list[np.ndarray]], float]
 

@@ -25,15 +25,6 @@ from qlib.fcdnn import (
     train_fcdnn,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread, as the notebooks use: on a shared 2-core machine more threads thrash."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 
 def test_architecture_is_16_bias_free_layers_of_eq_10() -> None:
     assert layer_dims(64) == [64, 64, 128, 256, 512, 256, 128, 64, 32, 64, 128, 256, 512, 256, 128, 64, 64]

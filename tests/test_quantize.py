@@ -10,15 +10,6 @@ import torch
 
 from qlib.quantize import SCHEMES, num_levels, quantize, quantize_module
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread, as the notebooks use: on a shared 2-core machine more threads thrash."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 
 def _samples(n: int = 4000, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
