@@ -74,3 +74,200 @@ def test_domain_errors_name_the_domain(func, arg, match):
 def test_bad_lambda(func, lam):
     with pytest.raises(ValueError, match="lam"):
         func(1.0, lam)
+
+
+# ----------------------------------------------------------------------------------------
+# Blahut–Arimoto against closed forms
+# ----------------------------------------------------------------------------------------
+
+
+def _binary_entropy(x):
+    return -x * np.log2(x) - (1 - x) * np.log2(1 - x)
+
+
+def test_blahut_arimoto_binary_hamming_closed_form():
+    # Bernoulli(0.3) with Hamming distortion: R(D) = h(0.3) - h(D) for D < 0.3.
+    p = np.array([0.7, 0.3])
+    res = rd.blahut_arimoto(p, 1.0 - np.eye(2), [0.5, 1.5, 3.0], tol=1e-10)
+    assert res.converged.all()
+    closed = _binary_entropy(0.3) - _binary_entropy(res.distortion)
+    np.testing.assert_allclose(res.rate, closed, atol=1e-8)
+    assert np.all(res.rate_lower <= res.rate) and np.all(res.rate - res.rate_lower < 1e-10)
+
+
+def test_blahut_arimoto_gaussian_squared_error_within_half_percent():
+    # N(0, 1), d = (x - y)^2: D(R) = 2^(-2R). Cells of width 0.05 with exact masses.
+    from scipy import stats
+
+    h = 0.05
+    x = np.arange(-6.0, 6.0 + h / 2, h)
+    p = np.diff(stats.norm.cdf(np.r_[-np.inf, (x[:-1] + x[1:]) / 2, np.inf]))
+    res = rd.blahut_arimoto(p, (x[:, None] - x[None, :]) ** 2, [1.0, 4.0], tol=1e-3, max_iter=3000)
+    assert np.all(res.rate > 0.3)
+    np.testing.assert_allclose(res.distortion, np.exp2(-2 * res.rate), rtol=5e-3)
+    # The certified lower bound brackets the curve from the other side.
+    assert np.all(res.distortion >= np.exp2(-2 * res.rate_lower) * (1 - 5e-3))
+
+
+def test_blahut_arimoto_one_sided_exponential_within_half_percent():
+    # Exp(1) with d = theta - theta_hat for theta_hat <= theta (inf otherwise):
+    # R(D) = log2(1 / (lam D)) (Verdu 1996). Reproduction at the cell's left edge, distortion
+    # from the cell's conditional mean, so the discretisation error is second order in h.
+    h, lam = 0.04, 1.0
+    e = np.arange(int(12 / h) + 1) * h
+    p = -np.diff(np.exp(-e))
+    p /= p.sum()
+    mean = e[:-1] + 1 - h * np.exp(-h) / -np.expm1(-h)
+    diff = mean[:, None] - e[None, :-1]
+    res = rd.blahut_arimoto(p, np.where(diff >= 0, diff, np.inf), [2.0, 4.0], tol=1e-3, max_iter=4000)
+    np.testing.assert_allclose(res.rate, np.log2(1 / (lam * res.distortion)), rtol=5e-3)
+    # The dense solver with forbidden pairs matches a direct log-sum-exp implementation.
+    assert np.all(np.isfinite(res.q)) and np.all(res.q[:, -1] < 1e-6)
+
+
+def test_blahut_arimoto_survives_huge_slopes():
+    # Slopes so large that exp(-s d) underflows for every off-diagonal pair: the log-domain
+    # fallback keeps everything finite and the rate tends to the source entropy.
+    p = np.array([0.5, 0.25, 0.25])
+    d = np.abs(np.subtract.outer(np.arange(3.0), np.arange(3.0)))
+    res = rd.blahut_arimoto(p, d, [1e4], tol=1e-9)
+    assert res.rate[0] == pytest.approx(1.5, abs=1e-6) and res.distortion[0] < 1e-12
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(p=[0.5, 0.6], dist=np.zeros((2, 2)), slopes=1.0), "probability vector"),
+        (dict(p=[0.5, 0.5], dist=np.zeros((3, 2)), slopes=1.0), "shape"),
+        (dict(p=[0.5, 0.5], dist=-np.ones((2, 2)), slopes=1.0), "distortions >= 0"),
+        (dict(p=[0.5, 0.5], dist=np.full((2, 2), np.inf), slopes=1.0), "finite entry"),
+        (dict(p=[0.5, 0.5], dist=np.zeros((2, 2)), slopes=0.0), "slopes"),
+        (dict(p=[0.5, 0.5], dist=np.zeros((2, 2)), slopes=1.0, tol=0.0), "tol"),
+        (dict(p=[0.5, 0.5], dist=np.zeros((2, 2)), slopes=1.0, max_iter=0), "max_iter"),
+    ],
+)
+def test_blahut_arimoto_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        rd.blahut_arimoto(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------
+# D(R) of the exponential source with |theta - theta_hat|, and the exact closed form
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def numeric_curve():
+    R = np.linspace(0.25, 6.0, 24)
+    return R, rd.distortion_rate(R, 1.0)
+
+
+def test_distortion_rate_matches_exact_form_within_half_percent(numeric_curve):
+    R, D = numeric_curve
+    np.testing.assert_allclose(D, rd.distortion_rate_exact(R, 1.0), rtol=5e-3)
+    # ... and lies strictly between the paper's bounds (eqs 24 and 26).
+    assert np.all(rd.distortion_lower(R, 1.0) < D) and np.all(D < rd.distortion_upper(R, 1.0))
+
+
+def test_distortion_rate_scales_as_one_over_lambda():
+    R = np.array([0.5, 2.0, 3.5])
+    np.testing.assert_allclose(rd.distortion_rate(R, 4.0), rd.distortion_rate(R, 1.0) / 4.0, rtol=1e-6)
+
+
+def test_grid_error_is_second_order_in_kappa():
+    # Halving kappa = s h cuts the error of D about fourfold (the claim in the docstring).
+    exact = rd.distortion_rate_exact(4.1, 1.0)
+    err = {k: rd.distortion_rate(4.1, kappa=k, tol=1e-5) / exact - 1 for k in (0.4, 0.2)}
+    assert err[0.4] < 0 and err[0.2] < 0  # a finer grid only ever raises D towards the limit
+    assert err[0.4] / err[0.2] == pytest.approx(4.0, rel=0.15)
+
+
+def test_exact_form_against_dense_blahut_arimoto():
+    # A grid independent of exponential_curve's O(N) recursion: dense matrix, cell masses,
+    # reproduction at cell midpoints; D is within 0.5 % of the exact form at the same rate.
+    h = 0.02
+    e = np.arange(int(12 / h) + 1) * h
+    p = -np.diff(np.exp(-e))
+    p /= p.sum()
+    x = e[:-1] + h / 2
+    res = rd.blahut_arimoto(p, np.abs(x[:, None] - x[None, :]), [2.0, 5.0], tol=1e-3, max_iter=3000)
+    assert res.converged.all()
+    np.testing.assert_allclose(res.distortion, rd.distortion_rate_exact(res.rate, 1.0), rtol=5e-3)
+    # At slope s the exact curve has a = lam / s and R = log2((1 + a) / (2 a)).
+    a = 1.0 / res.slope
+    np.testing.assert_allclose(res.rate, np.log2((1 + a) / (2 * a)), atol=5e-3)
+
+
+def test_exact_forms_are_inverse_and_limits():
+    D = np.linspace(1e-3, 0.69, 50)
+    np.testing.assert_allclose(rd.distortion_rate_exact(rd.rate_distortion_exact(D, 1.0), 1.0), D, rtol=1e-10)
+    assert rd.distortion_rate_exact(0.0, 2.0) == pytest.approx(np.log(2) / 2)
+    assert rd.rate_distortion_exact(1.0, 1.0) == 0.0  # beyond ln 2 / lam no bits are needed
+    R = np.array([8.0, 12.0])
+    np.testing.assert_allclose(rd.distortion_rate_exact(R, 1.0) / rd.distortion_lower(R, 1.0), 1.0, atol=2e-3)
+    with pytest.raises(ValueError, match="R >= 0"):
+        rd.distortion_rate_exact(-1.0, 1.0)
+    with pytest.raises(ValueError, match=r"\[0.25, 8\]"):
+        rd.distortion_rate(0.1)
+
+
+# ----------------------------------------------------------------------------------------
+# Operational curves of scalar quantizers
+# ----------------------------------------------------------------------------------------
+
+
+def test_lloyd_max_satisfies_its_conditions_and_closed_form():
+    from scipy.optimize import minimize_scalar
+
+    for n in (1, 2, 5, 64):
+        q = rd.lloyd_max_abs(n, lam=2.0)
+        a, b = np.r_[0.0, q.thresholds], np.r_[q.thresholds, np.inf]
+        np.testing.assert_allclose(q.levels, rd._cell_median(a * 2.0, b * 2.0) / 2.0, rtol=1e-12)  # medians
+        np.testing.assert_allclose(q.thresholds, (q.levels[:-1] + q.levels[1:]) / 2, rtol=1e-9)  # midpoints
+        assert q.distortion == pytest.approx(np.log1p(1 / n) / 2.0, rel=1e-10)
+        assert q.rate == pytest.approx(np.log2(n)) and 0 <= q.entropy <= q.rate + 1e-12
+    # Global optimality of the 2-level quantizer, by brute-force minimisation over the threshold.
+    def cost(t):
+        m = rd._cell_median(np.array(0.0), np.array(t))
+        m2 = rd._cell_median(np.array(t), np.array(np.inf))
+        return float(rd._cell_abs_cost(0.0, t, m) + rd._cell_abs_cost(t, np.inf, m2))
+    assert minimize_scalar(cost, bounds=(0.01, 5), method="bounded").fun == pytest.approx(np.log(1.5), rel=1e-8)
+
+
+def test_lloyd_max_sits_between_exact_curve_and_one_bit_more():
+    R = np.arange(1, 9)
+    D_lm = rd.lloyd_max_distortion(R)
+    D = rd.distortion_rate_exact(R, 1.0)
+    assert np.all(D_lm > D) and np.all(D_lm < rd.distortion_rate_exact(R - 1, 1.0) * 1.01)
+    assert D_lm[-1] / D[-1] == pytest.approx(2.0, rel=5e-3)
+
+
+def test_uniform_entropy_coded_against_monte_carlo():
+    q = rd.uniform_entropy_coded(0.5, lam=2.0)
+    rng = np.random.default_rng(0)
+    th = rng.exponential(0.5, 400_000)
+    k = np.floor(th / 0.5 + 0.5)
+    assert q.distortion == pytest.approx(np.mean(np.abs(th - 0.5 * k)), rel=1e-2)
+    _, c = np.unique(k, return_counts=True)
+    assert q.entropy == pytest.approx(-(c / th.size) @ np.log2(c / th.size), rel=1e-2)
+    assert q.distortion > rd.distortion_rate_exact(q.entropy, 2.0)
+    with pytest.raises(ValueError, match="step"):
+        rd.uniform_entropy_coded(0.0)
+
+
+def test_quantizer_curve_uses_qlib_quantize():
+    rng = np.random.default_rng(1)
+    th = rng.exponential(1.0, 20_000)
+    for scheme in ("uniform", "pot"):
+        c = rd.quantizer_curve(th, [2, 4, 6], scheme)
+        assert np.array_equal(c.rate, [1.0, 3.0, 5.0])
+        assert np.all(np.diff(c.distortion) <= 0)
+        assert np.all(c.entropy <= c.rate + 1e-12)
+        # No practical quantizer beats the rate-distortion function, at either rate.
+        assert np.all(c.distortion > rd.distortion_rate_exact(c.rate, 1.0))
+    # 2 bits uniform = magnitudes {0, M}: almost every sample goes to 0, D close to the mean.
+    assert rd.quantizer_curve(th, [2]).distortion[0] == pytest.approx(th.mean(), rel=0.05)
+    with pytest.raises(ValueError, match="bit_widths"):
+        rd.quantizer_curve(th, [1])
+    with pytest.raises(ValueError, match="theta"):
+        rd.quantizer_curve(-th)
