@@ -1,0 +1,94 @@
+"""Cached, resumable sweeps over bit-widths and quantizers (paper Sec. VI-C)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import qlib
+from qlib.captioning import sweep as sw
+from qlib.captioning.data import generate_shapes, read_coco
+from qlib.captioning.model import SplitCaptioner, TinyProcessor, WordTokenizer, tiny_git_config
+
+def _same(a, b):
+    """Equal results (compared as JSON, so None == None)."""
+    assert list(a) == list(b)
+    return all(json.dumps(a[k], sort_keys=True) == json.dumps(b[k], sort_keys=True) for k in a)
+
+
+SETTINGS = [(None, "uniform"), (2, "uniform"), (2, "pot"), (4, "uniform"), (4, "pot")]
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    return read_coco(generate_shapes(out, 6, seed=5))
+
+
+def _captioner(samples):
+    from transformers import GitForCausalLM
+
+    qlib.setup(seed=0)
+    tok = WordTokenizer.from_captions([r for s in samples for r in s.references])
+    return SplitCaptioner(GitForCausalLM(tiny_git_config(len(tok))), TinyProcessor(tok), {"max_new_tokens": 6},
+                          name="random-tiny-git")
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(samples, tmp_path, monkeypatch):
+    cache = tmp_path / "sweep.json"
+    reference = sw.sweep(_captioner(samples), samples, SETTINGS, cache=None, metrics=["CIDEr"], progress=False)
+
+    captioner = _captioner(samples)
+    real = SplitCaptioner.caption
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if the reader pressed Ctrl-C during the fourth setting
+        calls.append(kwargs.get("bit_width"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SplitCaptioner, "caption", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sw.sweep(captioner, samples, SETTINGS, cache=cache, metrics=["CIDEr"], progress=False)
+    stored = json.loads(cache.read_text())  # a complete JSON file: the writes are atomic
+    assert len(stored) == 3 and all("captions" in v and "metrics" not in v for v in stored.values())
+    assert not list(tmp_path.glob("*.tmp"))
+
+    calls.clear()
+    monkeypatch.setattr(SplitCaptioner, "caption", lambda self, *a, **k: calls.append(k.get("bit_width"))
+                        or real(self, *a, **k))
+    resumed = sw.sweep(captioner, samples, SETTINGS, cache=cache, metrics=["CIDEr"], progress=False)
+    assert calls == [4, 4]  # only the two settings that were never captioned
+    assert _same(resumed, reference)
+    calls.clear()
+    again = sw.sweep(captioner, samples, SETTINGS, cache=cache, metrics=["CIDEr"], progress=False)
+    assert calls == [] and _same(again, reference)  # a rerun only reads the cache
+
+
+def test_cache_keys_separate_models_and_sample_counts(samples, tmp_path):
+    cache = tmp_path / "c.json"
+    a = sw.sweep(_captioner(samples), samples, SETTINGS[:1], cache=cache, metrics=["CIDEr"], progress=False)
+    sw.sweep(_captioner(samples), samples[:3], SETTINGS[:1], cache=cache, metrics=["CIDEr"], progress=False,
+             model_id="another")
+    assert len(json.loads(cache.read_text())) == 2
+    assert a[SETTINGS[0]]["metrics"]["scene_accuracy"] >= 0
+
+
+def test_a_damaged_cache_is_rebuilt_not_fatal(samples, tmp_path):
+    cache = tmp_path / "c.json"
+    cache.write_text("{not json")
+    out = sw.sweep(_captioner(samples), samples, SETTINGS[:1], cache=cache, metrics=["CIDEr"], progress=False)
+    assert "CIDEr" in out[SETTINGS[0]]["metrics"]
+
+
+def test_bad_settings(samples):
+    with pytest.raises(ValueError, match="quantizer"):
+        sw.sweep(_captioner(samples), samples, [(4, "log")], cache=None)
+    with pytest.raises(ValueError, match="bit_width"):
+        sw.sweep(_captioner(samples), samples, [(0, "pot")], cache=None)
+    with pytest.raises(ValueError, match="n_samples"):
+        sw.load_samples("shapes", n_samples=0)
+    with pytest.raises(ValueError, match="data must be"):
+        sw.load_samples("no-such-data")
