@@ -64,6 +64,7 @@ __all__ = [
 RTOL = 1e-9
 
 _LN2 = math.log(2.0)
+_HW = system.Hardware()
 
 
 def gap_objective(bit_width: Any, lam: Any = 1.0) -> Any:
@@ -151,15 +152,16 @@ class Problem:
     E0: float
     lam: float = 1.0
     B_max: int = 16
-    b_full: int = 32
-    f_agent_max: float = 2e9
-    f_server_max: float = 10e9
-    c_agent: float = 32.0
-    c_server: float = 128.0
-    eta_agent: float = 1.0
-    eta_server: float = 2.0
-    psi_agent: float = 2e-29
-    psi_server: float = 1e-28
+    # The processor defaults are those of qlib.system.Hardware (Sec. VI-C), kept in one place.
+    b_full: int = _HW.b_full
+    f_agent_max: float = _HW.f_agent_max
+    f_server_max: float = _HW.f_server_max
+    c_agent: float = _HW.c_agent
+    c_server: float = _HW.c_server
+    eta_agent: float = _HW.eta_agent
+    eta_server: float = _HW.eta_server
+    psi_agent: float = _HW.psi_agent
+    psi_server: float = _HW.psi_server
 
     def __post_init__(self) -> None:
         system.check_real_fields(self)
