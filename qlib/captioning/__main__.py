@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train the CI-scale tiny GIT on the generated shapes data")
     tr.add_argument("--out", required=True, help="output folder (config, safetensors, vocab.json, train_log.json)")
     tr.add_argument("--kind", choices=("image", "video"), default="image")
-    tr.add_argument("--epochs", type=int, default=40)
+    tr.add_argument("--epochs", type=int, default=70)
+    tr.add_argument("--patch-size", type=int, default=8, help="vision patch size in pixels (8: the shipped recipe)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--n-train", type=int, default=None, help="first N training samples (default: all 4,000)")
     tr.add_argument("--threads", type=int, default=1)
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from qlib.captioning.train import train_captioner
 
         train_captioner(args.out, kind=args.kind, epochs=args.epochs, seed=args.seed, n_train=args.n_train,
-                        threads=args.threads)
+                        threads=args.threads, patch_size=args.patch_size)
         return 0
     from qlib.captioning.sweep import evaluate
 

@@ -47,7 +47,9 @@ __all__ = [
 
 DATA_DIR = pathlib.Path(__file__).resolve().parents[1] / "data" / "captioning"
 #: Checkpoints shipped with qlib (made by ``python -m qlib.captioning train``).
-CHECKPOINTS = {"tiny-git": DATA_DIR / "tiny-git", "tiny-git-video": DATA_DIR / "tiny-git-video"}
+# Image captioners trained with seeds 0, 1, 2 (same recipe), and the video captioner.
+CHECKPOINTS = {"tiny-git": DATA_DIR / "tiny-git", "tiny-git-seed1": DATA_DIR / "tiny-git-seed1",
+               "tiny-git-seed2": DATA_DIR / "tiny-git-seed2", "tiny-git-video": DATA_DIR / "tiny-git-video"}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -259,14 +261,17 @@ class SplitCaptioner:
         return out
 
 
-def tiny_git_config(vocab_size: int, num_frames: int | None = None) -> Any:
-    """The CI-scale GIT: ViT of width 64, 2 layers, 16-pixel patches on 64x64 (17 tokens per frame),
-    text decoder of width 128, 2 layers (about 0.6 M parameters)."""
+def tiny_git_config(vocab_size: int, num_frames: int | None = None, patch_size: int = 8) -> Any:
+    """The CI-scale GIT: ViT of width 64, 2 layers, ``patch_size``-pixel patches on 64x64 (8 gives 65
+    tokens per frame, 16 gives 17), text decoder of width 128, 2 layers (about 0.6 M parameters).
+    Patches of 8 pixels let the model read positions (scene accuracy ~0.8 against ~0.4 with 16)."""
+    if patch_size not in (4, 8, 16, 32):
+        raise ValueError(f"patch_size must divide the 64-pixel image: one of 4, 8, 16, 32, got {patch_size!r}")
     from transformers import GitConfig
 
     return GitConfig(
         vision_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-                       "image_size": 64, "patch_size": 16, "num_channels": 3},
+                       "image_size": 64, "patch_size": patch_size, "num_channels": 3},
         vocab_size=vocab_size, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
         max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         bos_token_id=WordTokenizer.bos_token_id, eos_token_id=WordTokenizer.eos_token_id,
