@@ -516,6 +516,12 @@ def exponential_curve(lam: float = 1.0, R_min: float = 0.25, R_max: float = 6.0,
     r_grid = np.linspace(R_min - 0.1, R_max + 0.1, int(np.ceil((R_max - R_min + 0.2) * per_bit)) + 1)
     slopes = lam * np.maximum(np.exp2(r_grid + 1.0) - 1.0, 1.02)
     slopes = np.unique(slopes)
+    return _trace(lam, slopes, kappa, tail, tol, max_iter)
+
+
+def _trace(lam: float, slopes: NDArray[np.float64], kappa: float, tail: float, tol: float,
+           max_iter: int) -> ExponentialCurve:
+    """Blahut–Arimoto at each slope on its own grid; each slope is computed independently of the others."""
     n = slopes.size
     out = {k: np.empty(n) for k in ("rate", "rate_lower", "distortion")}
     npts = np.empty(n, dtype=np.int64)
@@ -536,12 +542,27 @@ def exponential_curve(lam: float = 1.0, R_min: float = 0.25, R_max: float = 6.0,
     return ExponentialCurve(out["rate"], out["rate_lower"], out["distortion"], slopes, npts, iters, conv)
 
 
+#: Fixed nominal rates (bits) below 0.5 at which :func:`distortion_rate` traces the curve, where
+#: log D bends most; 0.0144 bits is the slope 1.02 λ (s must exceed λ for R > 0).
+_LOW_RATE_NODES = (float(np.log2(1.01)), 0.125, 0.25, 0.375)
+
+
+def _rate_nodes(per_bit: int) -> NDArray[np.float64]:
+    """The call-independent lattice of nominal rates: the low-rate nodes, then k / per_bit from 0.5 bit."""
+    k0 = int(np.ceil(0.5 * per_bit - 1e-9))
+    top = int(np.ceil((8.0 + 0.6) * per_bit))
+    return np.r_[_LOW_RATE_NODES, np.arange(k0, top + 1) / per_bit]
+
+
 def distortion_rate(R: ArrayLike, lam: float = 1.0, **kwargs: Any) -> Any:
     r"""Numerically computed distortion–rate function D(R) of the exponential source.
 
-    Source density λe^{-λθ}, θ >= 0 (eq. 3), distortion |θ − θ̂| (eq. 15). The curve is
-    traced once by :func:`exponential_curve` over the requested rates and interpolated
-    (monotone cubic in log D against R).
+    Source density λe^{-λθ}, θ >= 0 (eq. 3), distortion |θ − θ̂| (eq. 15). Blahut–Arimoto
+    runs at the slopes of a fixed lattice of nominal rates (0.0144, 0.125, 0.25, 0.375 bit,
+    then k/``per_bit`` from 0.5 bit), only at the nodes near the requested rates, and log D is
+    interpolated in R by a monotone cubic. Each slope is computed on its own, and the cubic
+    between two nodes depends only on the two nodes on either side, so D(R) does not depend
+    on which other rates share the call (tested).
 
     Parameters
     ----------
@@ -566,8 +587,8 @@ def distortion_rate(R: ArrayLike, lam: float = 1.0, **kwargs: Any) -> Any:
 
     Notes
     -----
-    How we know it is better than 0.5 % for R in [0.25, 6] at the defaults (κ = 0.1,
-    tail = 12, tol = 1e-3 bits, 2 slopes per bit):
+    How we know it is within 0.15 % of the true D(R) for R in [0.25, 6] at the defaults
+    (κ = 0.1, tail = 12, tol = 1e-3 bits, 2 slopes per bit):
 
     - *Grid.* The discretisation error depends on κ = s·h only; halving κ from 0.2 to
       0.1 to 0.05 changes D by about −0.34 %, −0.085 %, −0.021 % (second order in κ), so
@@ -576,11 +597,13 @@ def distortion_rate(R: ArrayLike, lam: float = 1.0, **kwargs: Any) -> Any:
       relative change of D is of that order.
     - *Convergence.* Every slope stops with Blahut's certified gap below ``tol`` = 1e-3
       bits, a relative uncertainty in D of at most ln 2 × 1e-3 ≈ 0.07 %.
-    - *Interpolation.* Between the slopes, log D is interpolated by a monotone cubic in R;
-      with 2 points per bit this adds at most about 0.1 % (4 per bit: 0.05 %).
+    - *Interpolation.* Between the nodes, log D is interpolated by a monotone cubic in R;
+      on the exact curve the same nodes give at most 0.07 % (the extra nodes below 0.5 bit
+      are there because log D bends most at low rate).
     - *Cross-check.* Against the exact closed form :func:`distortion_rate_exact` the
-      relative error is at most 0.17 % on [0.25, 6] (tested at 0.5 %), and the generic
-      dense :func:`blahut_arimoto` agrees on small grids.
+      relative error is at most 0.11 % on a 200-point grid of [0.25, 6], single-rate calls
+      included (tested at 0.15 %), and the generic dense :func:`blahut_arimoto` agrees on
+      small grids.
 
     References
     ----------
@@ -590,8 +613,26 @@ def distortion_rate(R: ArrayLike, lam: float = 1.0, **kwargs: Any) -> Any:
     if np.any((R_arr < 0.25) | (R_arr > 8.0)):
         raise ValueError(f"R must lie in [0.25, 8] bits, got values in [{R_arr.min()}, {R_arr.max()}]")
     lam = float(_positive("lam", lam))
-    curve = exponential_curve(lam, R_min=float(R_arr.min()), R_max=max(float(R_arr.max()), float(R_arr.min()) + 0.25),
-                              **kwargs)
+    unknown = set(kwargs) - {"kappa", "tail", "tol", "per_bit", "max_iter"}
+    if unknown:
+        raise ValueError(f"unknown keyword(s) {sorted(unknown)}; allowed: kappa, tail, tol, per_bit, max_iter")
+    opts = {"per_bit": 2, "kappa": 0.1, "tail": 12.0, "tol": 1e-3, "max_iter": 5000, **kwargs}
+    per_bit = opts["per_bit"]
+    if isinstance(per_bit, bool) or not isinstance(per_bit, (int, np.integer)) or per_bit < 1:
+        raise ValueError(f"per_bit must be an integer >= 1, got {per_bit!r}")
+    if not (0 < opts["kappa"] <= 0.5):
+        raise ValueError(f"kappa must be in (0, 0.5], got {opts['kappa']!r}")
+    if not (5 <= opts["tail"] <= 50):
+        raise ValueError(f"tail must be in [5, 50] (units of 1/lam), got {opts['tail']!r}")
+    _check_ba_args(1.0, opts["tol"], opts["max_iter"])
+    # The same nominal rates whatever else is in the call: the monotone cubic's value between two
+    # nodes depends only on the two nodes on either side, so taking three spare nodes beyond the
+    # requested range on each side makes D(R) independent of the other rates of the call.
+    nodes = _rate_nodes(int(per_bit))
+    lo = max(int(np.searchsorted(nodes, float(R_arr.min()))) - 3, 0)
+    hi = min(int(np.searchsorted(nodes, float(R_arr.max()))) + 3, nodes.size - 1)
+    slopes = lam * (np.exp2(nodes[lo:hi + 1] + 1.0) - 1.0)
+    curve = _trace(lam, slopes, float(opts["kappa"]), float(opts["tail"]), float(opts["tol"]), int(opts["max_iter"]))
     return curve_distortion(curve, R_arr)
 
 

@@ -162,11 +162,23 @@ def numeric_curve():
     return R, rd.distortion_rate(R, 1.0)
 
 
-def test_distortion_rate_matches_exact_form_within_half_percent(numeric_curve):
+def test_distortion_rate_meets_its_stated_accuracy(numeric_curve):
+    # The docstring promises 0.15 % on [0.25, 6], whatever else shares the call.
     R, D = numeric_curve
-    np.testing.assert_allclose(D, rd.distortion_rate_exact(R, 1.0), rtol=5e-3)
+    np.testing.assert_allclose(D, rd.distortion_rate_exact(R, 1.0), rtol=1.5e-3)
+    for r in (0.25, 0.3, 6.0):  # single-rate calls, the ends of the range
+        assert float(rd.distortion_rate(r)) == pytest.approx(float(rd.distortion_rate_exact(r, 1.0)), rel=1.5e-3)
     # ... and lies strictly between the paper's bounds (eqs 24 and 26).
     assert np.all(rd.distortion_lower(R, 1.0) < D) and np.all(D < rd.distortion_upper(R, 1.0))
+
+
+def test_distortion_rate_does_not_depend_on_the_other_rates_of_the_call(numeric_curve):
+    alone = float(rd.distortion_rate(0.5))
+    among_four = rd.distortion_rate([0.5, 1.0, 2.0, 3.0])
+    assert alone == float(among_four[0])
+    assert float(rd.distortion_rate(2.0)) == float(among_four[2])
+    R, D = numeric_curve
+    assert float(rd.distortion_rate(R[5])) == float(D[5])
 
 
 def test_distortion_rate_scales_as_one_over_lambda():
@@ -176,8 +188,11 @@ def test_distortion_rate_scales_as_one_over_lambda():
 
 def test_grid_error_is_second_order_in_kappa():
     # Halving kappa = s h cuts the error of D about fourfold (the claim in the docstring).
-    exact = rd.distortion_rate_exact(4.1, 1.0)
-    err = {k: rd.distortion_rate(4.1, kappa=k, tol=1e-5) / exact - 1 for k in (0.4, 0.2)}
+    # One Blahut-Arimoto point per kappa, compared with the exact D at the point's own rate.
+    err = {}
+    for k in (0.4, 0.2):
+        c = rd.exponential_curve(1.0, 4.05, 4.1, per_bit=1, kappa=k, tol=1e-5)
+        err[k] = float(c.distortion[0] / rd.distortion_rate_exact(c.rate[0], 1.0) - 1)
     assert err[0.4] < 0 and err[0.2] < 0  # a finer grid only ever raises D towards the limit
     assert err[0.4] / err[0.2] == pytest.approx(4.0, rel=0.15)
 
