@@ -286,3 +286,25 @@ def test_quantizer_curve_uses_qlib_quantize():
         rd.quantizer_curve(th, [1])
     with pytest.raises(ValueError, match="theta"):
         rd.quantizer_curve(-th)
+
+
+def test_lloyd_max_samples_matches_the_closed_form_on_exponential_samples():
+    rng = np.random.default_rng(0)
+    theta = rng.exponential(1.0, 200_000)
+    for n_levels in (1, 4, 32):
+        q = rd.lloyd_max_samples(theta, n_levels)
+        assert q.distortion == pytest.approx(rd.lloyd_max_abs(n_levels).distortion, rel=0.02)
+        assert np.all(np.diff(q.levels) >= 0) and q.rate == pytest.approx(np.log2(n_levels))
+    # Any other placement of the levels does no better (a Lloyd fixed point): shifting them worsens D.
+    q = rd.lloyd_max_samples(theta, 8)
+    shifted = q.levels * 1.05
+    t = 0.5 * (shifted[:-1] + shifted[1:])
+    assert np.mean(np.abs(theta - shifted[np.searchsorted(t, theta)])) > q.distortion
+    assert rd.lloyd_max_samples([0.0, 1.0, 2.0, 10.0], 4).distortion == 0.0
+
+
+@pytest.mark.parametrize("args, match", [(([1.0, -1.0], 1), "theta"), (([1.0], 2), "n_levels"),
+                                         (([1.0, 2.0], 1, 0), "max_iter"), (([], 1), "theta")])
+def test_lloyd_max_samples_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        rd.lloyd_max_samples(*args)
