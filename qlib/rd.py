@@ -48,6 +48,8 @@ __all__ = [
     "lloyd_max_abs",
     "lloyd_max_distortion",
     "lloyd_max_samples",
+    "UpperBoundCheck",
+    "quantizers_against_upper_bound",
     "uniform_entropy_coded",
     "OperationalPoint",
     "quantizer_curve",
@@ -1053,3 +1055,72 @@ def quantizer_curve(theta: ArrayLike, bit_widths: ArrayLike = (2, 3, 4, 5, 6, 7,
         _, counts = np.unique(q, return_counts=True)
         ent[k] = _entropy_bits(counts / th.size)
     return OperationalPoint(bws.astype(np.int64), (bws - 1).astype(np.float64), dist, ent)
+
+
+class UpperBoundCheck(NamedTuple):
+    """Mean absolute weight error of real quantizers next to D^U (see :func:`quantizers_against_upper_bound`)."""
+
+    bit_width: NDArray[np.int64]  #: b, sign bit included; magnitudes get R = b - 1 bits
+    lam: float  #: λ fitted to all magnitudes (MLE, 1 / mean)
+    uniform: NDArray[np.float64]  #: qlib.quantize uniform, one scale per tensor (or per channel)
+    pot: NDArray[np.float64]  #: qlib.quantize power-of-two
+    lloyd_max: NDArray[np.float64]  #: one Lloyd–Max codebook of 2^(b-1) levels for all magnitudes
+    upper: NDArray[np.float64]  #: D^U(b - 1) of eq. (26) at the fitted λ
+
+
+def quantizers_against_upper_bound(tensors: Any, bit_widths: ArrayLike = (2, 3, 4, 5, 6, 7, 8, 9),
+                                   per_channel: bool = False, max_lloyd_samples: int = 500_000,
+                                   seed: int = 0) -> UpperBoundCheck:
+    r"""Is D^U(b − 1) (eq. 26) an upper bound for the quantizers applied to real weights?
+
+    The paper minimises :math:`D^U(\hat b-1)` as a stand-in for the distortion of its uniform
+    and PoT quantizers. Eq. (26) bounds the *optimal* code for an exponential source, not a
+    given scalar quantizer, so a practical quantizer may exceed it. This measures, per weight,
+    the mean :math:`\lvert w-\hat w\rvert` of ``qlib.quantize`` (uniform and PoT, sign bit
+    included in b) and of a Lloyd–Max codebook fitted to the magnitudes
+    (:func:`lloyd_max_samples`, on at most ``max_lloyd_samples`` of them, drawn with ``seed``),
+    next to :math:`D^U(b-1)` at the λ fitted to all magnitudes.
+
+    Parameters
+    ----------
+    tensors : iterable of torch.Tensor
+        Weight tensors (e.g. the matrices of a model), at least one non-zero.
+    bit_widths : array_like of int
+        b in 2…16.
+    per_channel : bool
+        Passed to :func:`qlib.quantize.quantize`.
+    max_lloyd_samples : int
+        >= 1000.
+    seed : int
+
+    Returns
+    -------
+    UpperBoundCheck
+    """
+    import torch
+
+    from qlib.quantize import quantize
+
+    ts = [t.detach().to(torch.float64) for t in tensors]
+    if not ts:
+        raise ValueError("tensors must hold at least one tensor")
+    bits = np.asarray(bit_widths, dtype=np.int64).ravel()
+    if bits.size == 0 or np.any((bits < 2) | (bits > 16)):
+        raise ValueError(f"bit_widths must lie in 2…16 (b - 1 >= 1 magnitude bit), got {bits.tolist()}")
+    if isinstance(max_lloyd_samples, bool) or not isinstance(max_lloyd_samples, (int, np.integer)) \
+            or max_lloyd_samples < 1000:
+        raise ValueError(f"max_lloyd_samples must be an integer >= 1000, got {max_lloyd_samples!r}")
+    mags = np.concatenate([t.abs().reshape(-1).numpy() for t in ts])
+    if not np.any(mags > 0) or not np.all(np.isfinite(mags)):
+        raise ValueError("tensors must be finite and not all zero")
+    lam = float(1.0 / mags.mean())
+    rng = np.random.default_rng(seed)
+    sample = mags if mags.size <= max_lloyd_samples else rng.choice(mags, max_lloyd_samples, replace=False)
+    out: dict[str, list[float]] = {"uniform": [], "pot": [], "lloyd_max": []}
+    for b in bits:
+        for scheme in ("uniform", "pot"):
+            err = sum(float((t - quantize(t, int(b), scheme, per_channel)).abs().sum()) for t in ts)
+            out[scheme].append(err / mags.size)
+        out["lloyd_max"].append(lloyd_max_samples(sample, 2 ** (int(b) - 1)).distortion)
+    return UpperBoundCheck(bits, lam, np.array(out["uniform"]), np.array(out["pot"]), np.array(out["lloyd_max"]),
+                           np.asarray(distortion_upper(bits - 1.0, lam), dtype=np.float64))

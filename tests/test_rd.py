@@ -308,3 +308,30 @@ def test_lloyd_max_samples_matches_the_closed_form_on_exponential_samples():
 def test_lloyd_max_samples_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         rd.lloyd_max_samples(*args)
+
+
+def test_quantizers_against_upper_bound_on_exponential_weights():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    signs = torch.randint(0, 2, (200, 500), generator=g) * 2 - 1
+    mags = -torch.log(torch.rand(200, 500, generator=g, dtype=torch.float64)) / 20.0  # exponential, lam = 20
+    chk = rd.quantizers_against_upper_bound([signs * mags], bit_widths=[2, 4, 8])
+    assert chk.lam == pytest.approx(20.0, rel=0.01)
+    # Lloyd-Max on exponential magnitudes sits under D^U at low rate and tends to it (gap ~ 2^-R / 2).
+    assert np.all(chk.lloyd_max[:2] < chk.upper[:2])
+    assert chk.lloyd_max[2] == pytest.approx(chk.upper[2], rel=0.05)
+    # The uniform quantizer with range set by the largest magnitude is above D^U: eq. (26) is no bound for it.
+    assert np.all(chk.uniform[1:] > chk.upper[1:])
+    q = quantize_tensor_mean_abs_error(signs * mags, 4, "uniform")
+    assert chk.uniform[1] == pytest.approx(q)
+    with pytest.raises(ValueError, match="bit_widths"):
+        rd.quantizers_against_upper_bound([mags], bit_widths=[1])
+    with pytest.raises(ValueError, match="at least one"):
+        rd.quantizers_against_upper_bound([])
+
+
+def quantize_tensor_mean_abs_error(w, b, scheme):
+    from qlib.quantize import quantize
+
+    return float((w - quantize(w, b, scheme)).abs().mean())
