@@ -49,8 +49,10 @@ def main() -> None:
 
     info = qlib.setup(seed=0, threads=args.threads, device=args.device)
     dtype = getattr(torch, args.dtype)
-    # Laplace-like weights (exponential magnitudes, eq. 3), the shape of real model weights.
-    w = torch.randn(args.numel, device=args.device).mul_(0.02).to(dtype)
+    # Laplacian weights (exponential magnitudes with lambda = 50, eq. 3), the paper's model of
+    # real weights; drawn on the CPU in float64 with a seeded generator, then moved.
+    lap = torch.distributions.Laplace(torch.tensor(0.0, dtype=torch.float64), torch.tensor(0.02, dtype=torch.float64))
+    w = lap.sample((args.numel,)).to(device=args.device, dtype=dtype)
     t_clone = best_time(lambda: w.clone(), args.repeat, args.device)
     print(f"{info}; tensor: {args.numel:,} x {args.dtype} on {args.device}")
     print(f"clone(): {t_clone * 1e3:.1f} ms (best of {args.repeat})")

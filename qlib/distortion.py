@@ -54,6 +54,10 @@ __all__ = [
     "mean_pooled",
     "ModelPart",
     "model_part",
+    "OutputAgreement",
+    "output_agreement",
+    "working_from",
+    "vision_encoder_part",
 ]
 
 NORMS = ("induced", "entrywise")
@@ -251,6 +255,67 @@ def _as_output(out: Any) -> torch.Tensor:
     raise ValueError("cannot read a tensor from the model output; pass output_fn=")
 
 
+@dataclass(frozen=True)
+class OutputAgreement:
+    r"""Per-sample agreement of a quantized model's output with the full-precision one.
+
+    Arrays over samples: ``distance`` :math:`\|f(\mathbf x,\mathbf W)-f(\mathbf x,\hat{\mathbf W})\|_1`,
+    ``reference`` :math:`\|f(\mathbf x,\mathbf W)\|_1` and ``cosine`` (cosine similarity of the two
+    outputs, flattened). The surrogate of eq. (17) speaks of ``distance`` only; ``relative_error``
+    and ``cosine`` say whether the quantized model still works.
+    """
+
+    distance: NDArray[np.float64]
+    reference: NDArray[np.float64]
+    cosine: NDArray[np.float64]
+
+    def relative_error(self) -> float:
+        """Mean distance over mean reference norm (a ratio of means)."""
+        return float(self.distance.mean() / self.reference.mean())
+
+    def interval(self, what: Literal["relative_error", "cosine"], confidence: float = 0.95,
+                 n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+        """Bootstrap percentile interval over samples (``scipy.stats.bootstrap``, paired, seeded)."""
+        from scipy import stats
+
+        if what not in ("relative_error", "cosine"):
+            raise ValueError(f"what must be 'relative_error' or 'cosine', got {what!r}")
+        if self.distance.size < 2:
+            raise ValueError("an interval needs at least 2 samples")
+        rng = np.random.default_rng(seed)
+        if what == "cosine":
+            res = stats.bootstrap((self.cosine,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                                  method="percentile", random_state=rng)
+        else:
+            res = stats.bootstrap((self.distance, self.reference), lambda d, r, axis=-1: d.mean(axis) / r.mean(axis),
+                                  paired=True, confidence_level=confidence, n_resamples=n_resamples,
+                                  method="percentile", random_state=rng)
+        return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+@torch.no_grad()
+def output_agreement(model: torch.nn.Module, qmodel: torch.nn.Module, loader: Iterable[Any],
+                     output_fn: Callable[[Any, Any], torch.Tensor] | None = None) -> OutputAgreement:
+    """Per-sample L1 distance, reference L1 norm and cosine similarity of two models' outputs.
+
+    Parameters as in :func:`output_distortion` (whose value is ``distance.mean()``).
+    """
+    dist, ref, cos = [], [], []
+    model.eval()
+    qmodel.eval()
+    for batch in loader:
+        a, b = _forward(model, batch), _forward(qmodel, batch)
+        ya = (output_fn(a, batch) if output_fn else _as_output(a)).double()
+        yb = (output_fn(b, batch) if output_fn else _as_output(b)).double()
+        ya, yb = ya.reshape(ya.shape[0], -1), yb.reshape(yb.shape[0], -1)
+        dist.append((ya - yb).abs().sum(dim=1))
+        ref.append(ya.abs().sum(dim=1))
+        cos.append(torch.nn.functional.cosine_similarity(ya, yb, dim=1, eps=1e-30))
+    if not dist:
+        raise ValueError("loader yielded no samples")
+    return OutputAgreement(*(torch.cat(v).cpu().numpy() for v in (dist, ref, cos)))
+
+
 @torch.no_grad()
 def output_distortion(model: torch.nn.Module, qmodel: torch.nn.Module, loader: Iterable[Any],
                       output_fn: Callable[[Any, Any], torch.Tensor] | None = None) -> float:
@@ -297,13 +362,27 @@ class SweepPoint:
     output_distortion: float  #: mean L1 output distortion over the loader
     bound: float | None = None  #: Prop. 3.1 (eq. 13), for eq.-(10) models only
     layer_distortion: dict[str, float] = field(default_factory=dict, repr=False)
+    per_channel: bool = False  #: per-output-channel scales instead of one per tensor
+    task: float | None = None  #: the sweep's ``task_fn`` on the quantized model (e.g. reconstruction MSE)
+    agreement: OutputAgreement | None = field(default=None, repr=False)  #: per-sample output agreement
+
+    @property
+    def relative_error(self) -> float:
+        r"""Output distortion relative to the full-precision output, :math:`\mathbb E\|f-\hat f\|_1/\mathbb E\|f\|_1`."""
+        return float("nan") if self.agreement is None else self.agreement.relative_error()
+
+    @property
+    def cosine(self) -> float:
+        """Mean cosine similarity between the full-precision and the quantized outputs."""
+        return float("nan") if self.agreement is None else float(self.agreement.cosine.mean())
 
 
 def distortion_sweep(model: torch.nn.Module, loader: Iterable[Any], bit_widths: Sequence[int],
                      schemes: Sequence[str] = SCHEMES, per_channel: bool = False,
                      include: Literal["weights", "all"] = "weights",
                      output_fn: Callable[[Any, Any], torch.Tensor] | None = None,
-                     bound_norm: Norm | None = "induced", input_norm: float = 1.0) -> list[SweepPoint]:
+                     bound_norm: Norm | None = "induced", input_norm: float = 1.0,
+                     task_fn: Callable[[torch.nn.Module], float] | None = None) -> list[SweepPoint]:
     r"""Quantize ``model`` at every bit-width and scheme; measure parameter and output distortion (Fig. 3).
 
     Parameters
@@ -324,10 +403,14 @@ def distortion_sweep(model: torch.nn.Module, loader: Iterable[Any], bit_widths: 
         Prop. 3.1's bound in this norm; None skips it.
     input_norm : float
         Bound on :math:`\|\mathbf x\|_1` of the loader's inputs (Assumption 1: 1).
+    task_fn : callable, optional
+        ``task_fn(qmodel) -> float``, a task metric of each quantized model (e.g. the
+        reconstruction MSE of an autoencoder), stored as :attr:`SweepPoint.task`.
 
     Returns
     -------
     list of SweepPoint
+        With the per-sample :class:`OutputAgreement` of every point (relative error, cosine).
     """
     if not bit_widths:
         raise ValueError("bit_widths must not be empty")
@@ -347,8 +430,10 @@ def distortion_sweep(model: torch.nn.Module, loader: Iterable[Any], bit_widths: 
             bound = None
             if weights is not None and bound_norm is not None:
                 bound = prop31_bound(weights, relu_chain_weights(qmodel), bound_norm, input_norm=input_norm)
-            points.append(SweepPoint(scheme, int(b), float(sum(layer_d.values())),
-                                     output_distortion(model, qmodel, loader, output_fn), bound, layer_d))
+            agree = output_agreement(model, qmodel, loader, output_fn)
+            task = None if task_fn is None else float(task_fn(qmodel))
+            points.append(SweepPoint(scheme, int(b), float(sum(layer_d.values())), float(agree.distance.mean()),
+                                     bound, layer_d, bool(per_channel), task, agree))
     return points
 
 
@@ -506,7 +591,9 @@ def sweep_summary(points: Sequence[SweepPoint], scheme: str, ratio: float = 0.5,
     dict
         ``bits``, ``param``, ``output``, ``bound`` (NaN where absent), ``H``, ``surrogate``
         (:math:`H\|\mathbf W-\hat{\mathbf W}\|_1`, eq. 17), ``ratio`` (output / surrogate)
-        and ``tight_from`` (a bit-width or None).
+        and ``tight_from`` (a bit-width or None); ``rel_error`` and ``cosine`` (NaN without
+        per-sample data) and ``task`` (NaN without a task metric) say whether the quantized
+        model still works where the surrogate is tight.
     """
     pts = sorted((p for p in points if p.scheme == scheme), key=lambda p: p.bit_width)
     if not pts:
@@ -520,7 +607,32 @@ def sweep_summary(points: Sequence[SweepPoint], scheme: str, ratio: float = 0.5,
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(surrogate > 0, output / surrogate, 1.0)
     return {"bits": bits, "param": param, "output": output, "bound": bound, "H": h,
-            "surrogate": surrogate, "ratio": r, "tight_from": tight_from(list(bits), output, surrogate, ratio)}
+            "surrogate": surrogate, "ratio": r, "tight_from": tight_from(list(bits), output, surrogate, ratio),
+            "rel_error": np.array([p.relative_error for p in pts]), "cosine": np.array([p.cosine for p in pts]),
+            "task": np.array([np.nan if p.task is None else p.task for p in pts])}
+
+
+def working_from(bit_widths: Sequence[int], rel_error: ArrayLike, max_rel_error: float = 0.1) -> int | None:
+    """The smallest bit-width from which the relative output error stays at most ``max_rel_error``.
+
+    The counterpart of :func:`tight_from` for the model rather than the surrogate: a surrogate
+    that tracks the output distortion says nothing about whether the quantized model still
+    works. Returns None if the error exceeds the threshold even at the largest bit-width.
+    """
+    if not max_rel_error > 0:
+        raise ValueError(f"max_rel_error must be > 0, got {max_rel_error!r}")
+    bw = list(bit_widths)
+    e = np.asarray(rel_error, dtype=np.float64)
+    if len(bw) != e.size or any(a >= b for a, b in zip(bw, bw[1:])):
+        raise ValueError("bit_widths must be increasing and match rel_error in length")
+    if np.any(np.isnan(e)):
+        raise ValueError("rel_error has NaN entries (points without per-sample data)")
+    first = None
+    for i in range(len(bw) - 1, -1, -1):
+        if e[i] > max_rel_error:
+            break
+        first = bw[i]
+    return first
 
 
 def minilm_encoder() -> tuple[torch.nn.Module, Any]:
@@ -597,14 +709,11 @@ def model_part(name: str, n_inputs: int = 16, device: str = "cpu", batch_size: i
     ----------
     name : str
         ``"minilm"``: the all-MiniLM-L6-v2 BERT encoder (:func:`minilm_encoder`) on the
-        built-in sentences, output the mean-pooled embedding (:func:`mean_pooled`). Anything
-        else is passed to :func:`qlib.captioning.load_captioner` (``"tiny-git"``, a folder, or a
-        hub id such as ``"Salesforce/blip2-opt-2.7b"``): the part is the captioner's vision
-        encoder (:attr:`SplitCaptioner.agent`, the part the agent runs), fed the first
-        ``n_inputs`` generated test images (clips for a video model are not supported here),
-        output its last hidden state.
+        built-in sentences, output the mean-pooled embedding (:func:`mean_pooled`). A
+        captioner is not loaded here (a bound must not know the model family): load it with
+        ``qlib.captioning.load_captioner`` and pass it to :func:`vision_encoder_part`.
     n_inputs : int
-        Sentences (1…16) or images (>= 1).
+        Sentences (1…16).
     device : str
     batch_size : int
         >= 1.
@@ -613,29 +722,47 @@ def model_part(name: str, n_inputs: int = 16, device: str = "cpu", batch_size: i
     -------
     ModelPart
     """
-    import warnings
-
     if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be 'minilm' or a captioner name, got {name!r}")
+        raise ValueError(f"name must be 'minilm', got {name!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if name == "minilm":
-        if not isinstance(n_inputs, int) or not 1 <= n_inputs <= len(SENTENCES):
-            raise ValueError(f"n_inputs must be an integer in 1…{len(SENTENCES)} for 'minilm', got {n_inputs!r}")
-        enc, tok = minilm_encoder()
-        batches = [{k: v.to(device) for k, v in b.items()}
-                   for b in sentence_batches(SENTENCES[:n_inputs], tok, batch_size)]
-        return ModelPart("all-MiniLM-L6-v2", enc.to(device), batches, mean_pooled)
-    if not isinstance(n_inputs, int) or n_inputs < 1:
-        raise ValueError(f"n_inputs must be an integer >= 1, got {n_inputs!r}")
-    with warnings.catch_warnings():  # transformers' tqdm import warns (with a file path) without ipywidgets
-        warnings.simplefilter("ignore")
-        from qlib.captioning import load_captioner, shapes_dataset
-        from qlib.captioning.data import load_image
+    if name != "minilm":
+        raise ValueError(f"name must be 'minilm', got {name!r}; for a captioner, load it with "
+                         "qlib.captioning.load_captioner and pass it to qlib.distortion.vision_encoder_part")
+    if not isinstance(n_inputs, int) or not 1 <= n_inputs <= len(SENTENCES):
+        raise ValueError(f"n_inputs must be an integer in 1…{len(SENTENCES)} for 'minilm', got {n_inputs!r}")
+    enc, tok = minilm_encoder()
+    batches = [{k: v.to(device) for k, v in b.items()}
+               for b in sentence_batches(SENTENCES[:n_inputs], tok, batch_size)]
+    return ModelPart("all-MiniLM-L6-v2", enc.to(device), batches, mean_pooled)
 
-        cap = load_captioner(name, device=device)
-    pv = cap.processor.images([load_image(s.path) for s in shapes_dataset("image", "test", n=n_inputs)])
-    if pv.ndim != 4:
-        raise ValueError(f"name must be an image captioner (its processor gave shape {tuple(pv.shape)})")
-    batches = [pv[i:i + batch_size].to(device, cap.dtype) for i in range(0, len(pv), batch_size)]
-    return ModelPart(f"{name} vision encoder", cap.agent, batches, None)
+
+def vision_encoder_part(captioner: Any, pixel_values: torch.Tensor, label: str = "vision encoder",
+                        batch_size: int = 8) -> ModelPart:
+    """The vision encoder of an already loaded split captioner as a :class:`ModelPart`.
+
+    Parameters
+    ----------
+    captioner : object
+        Anything with an ``agent`` module (the part the agent runs, fed pixel values) and a
+        ``dtype``, such as ``qlib.captioning.SplitCaptioner``; the caller loads it, so this
+        module does not depend on any model family.
+    pixel_values : torch.Tensor
+        Preprocessed images, shape (n, channels, height, width), n >= 1.
+    label : str
+        Name shown in tables.
+    batch_size : int
+        >= 1.
+    """
+    agent = getattr(captioner, "agent", None)
+    if not isinstance(agent, torch.nn.Module):
+        raise ValueError("captioner must have an `agent` torch.nn.Module (the vision encoder the agent runs)")
+    if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4 or pixel_values.shape[0] < 1:
+        shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+        raise ValueError(f"pixel_values must be a tensor of shape (n >= 1, channels, height, width), got {shape}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    dtype = getattr(captioner, "dtype", pixel_values.dtype)
+    device = next(agent.parameters()).device
+    batches = [pixel_values[i:i + batch_size].to(device, dtype) for i in range(0, len(pixel_values), batch_size)]
+    return ModelPart(label, agent, batches, None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["METRICS_MIME", "record", "read_metrics"]
+__all__ = ["METRICS_MIME", "RecordedMetrics", "record", "read_metrics"]
 
 METRICS_MIME = "application/x-qbook-metrics+json"
 
@@ -24,10 +24,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class RecordedMetrics(dict):  # type: ignore[type-arg]
+    """The dict :func:`record` returns: shown once, by :func:`record` itself.
+
+    A chapter's last cell is ``record(...)``; IPython would display its return value a second
+    time (as a dict repr). ``_ipython_display_`` that shows nothing stops that, while the
+    value stays an ordinary dict for the caller.
+    """
+
+    def _ipython_display_(self) -> None:
+        return None
+
+
 def record(**metrics: Any) -> dict[str, Any]:
     """Display and store headline metrics (numbers, strings or booleans).
 
-    Returns the plain-Python dict that was stored.
+    Returns the plain-Python dict that was stored (a :class:`RecordedMetrics`, which does
+    not display again when it is the last expression of a cell).
     """
     from IPython.display import display
 
@@ -37,7 +50,7 @@ def record(**metrics: Any) -> dict[str, Any]:
         f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in clean.items()
     )
     display({METRICS_MIME: clean, "text/plain": text}, raw=True)
-    return clean
+    return RecordedMetrics(clean)
 
 
 def read_metrics(notebook: Any) -> dict[str, Any]:

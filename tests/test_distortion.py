@@ -231,16 +231,85 @@ def test_model_part_rejects_bad_arguments() -> None:
         model_part("")
 
 
-def test_model_part_tiny_git_vision_encoder_goes_through_the_sweep() -> None:
-    captioning = pytest.importorskip("qlib.captioning")
-    from qlib.captioning.model import CHECKPOINTS
+def test_model_part_names_only_minilm_and_points_to_vision_encoder_part() -> None:
     from qlib.distortion import model_part
+
+    with pytest.raises(ValueError, match="vision_encoder_part"):
+        model_part("tiny-git")
+
+
+def test_vision_encoder_part_of_the_tiny_git_goes_through_the_sweep() -> None:
+    captioning = pytest.importorskip("qlib.captioning")
+    from qlib.captioning.data import load_image
+    from qlib.captioning.model import CHECKPOINTS
+    from qlib.distortion import vision_encoder_part
 
     if not CHECKPOINTS["tiny-git"].is_dir():  # pragma: no cover - the evaluation chapter ships it
         pytest.skip("no tiny-git checkpoint")
-    part = model_part("tiny-git", n_inputs=3, batch_size=2)
+    cap = captioning.load_captioner("tiny-git")
+    pv = cap.processor.images([load_image(s.path) for s in captioning.shapes_dataset("image", "test", n=3)])
+    part = vision_encoder_part(cap, pv, label="tiny-git vision encoder", batch_size=2)
     assert part.label == "tiny-git vision encoder" and [b.shape[0] for b in part.batches] == [2, 1]
-    assert isinstance(part.module, torch.nn.Module) and captioning is not None
+    assert part.module is cap.agent
     pts = distortion_sweep(part.module, part.batches, [2, 8], schemes=["uniform"], output_fn=part.output_fn)
     assert all(p.bound is None for p in pts)  # a ViT is not of the form of eq. (10)
     assert pts[0].output_distortion > pts[1].output_distortion > 0
+    with pytest.raises(ValueError, match="pixel_values"):
+        vision_encoder_part(cap, pv[0])
+    with pytest.raises(ValueError, match="agent"):
+        vision_encoder_part(object(), pv)
+
+
+def test_distortion_does_not_import_a_model_family() -> None:
+    """Layering (issue 15 item 7): a bound never imports qlib.captioning."""
+    import subprocess
+    import sys
+
+    code = ("import sys, qlib.distortion; "
+            "bad = sorted(m for m in sys.modules if m.startswith('qlib.captioning') or m == 'qlib.ppo_env'); "
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"qlib.distortion imported {out.stdout.strip()}"
+
+
+def test_output_agreement_relative_error_cosine_and_intervals() -> None:
+    from qlib.distortion import output_agreement, sweep_summary, working_from
+
+    net = _chain()
+    X = torch.randn(40, 6, generator=torch.Generator().manual_seed(3))
+    loader = [X[:20], X[20:]]
+    same = output_agreement(net, net, loader)
+    assert np.all(same.distance == 0) and same.relative_error() == 0
+    assert np.allclose(same.cosine[same.reference > 0], 1.0)
+    qnet, _ = quantize_module(net, 2, "uniform")
+    ag = output_agreement(net, qnet, loader)
+    with torch.no_grad():
+        ya, yb = net(X).double(), qnet(X).double()
+    assert ag.relative_error() == pytest.approx(float((ya - yb).abs().sum(1).mean() / ya.abs().sum(1).mean()))
+    assert ag.cosine == pytest.approx(torch.nn.functional.cosine_similarity(ya, yb, dim=1).numpy())
+    lo, hi = ag.interval("relative_error")
+    assert lo <= ag.relative_error() <= hi and lo < hi
+    assert ag.interval("relative_error") == (lo, hi)  # seeded
+    clo, chi = ag.interval("cosine")
+    assert clo <= float(ag.cosine.mean()) <= chi
+    with pytest.raises(ValueError, match="what"):
+        ag.interval("mse")  # type: ignore[arg-type]
+    pts = distortion_sweep(net, loader, [2, 4, 8], schemes=["uniform"], task_fn=lambda m: 1.5)
+    s = sweep_summary(pts, "uniform")
+    assert np.all(s["task"] == 1.5)
+    assert s["rel_error"][0] == pytest.approx(pts[0].relative_error) and s["rel_error"][0] > s["rel_error"][-1]
+    assert s["cosine"][-1] > s["cosine"][0]
+    pc = distortion_sweep(net, loader, [4], schemes=["uniform"], per_channel=True)
+    assert pc[0].per_channel and pc[0].output_distortion != s["output"][1]
+
+
+def test_working_from() -> None:
+    from qlib.distortion import working_from
+
+    assert working_from([2, 3, 4, 5], [2.0, 0.05, 0.2, 0.01]) == 5
+    assert working_from([2, 3, 4], [0.05, 0.04, 0.01]) == 2
+    assert working_from([2, 3], [1.0, 0.5], max_rel_error=0.1) is None
+    with pytest.raises(ValueError, match="max_rel_error"):
+        working_from([2], [0.1], max_rel_error=0)
+    with pytest.raises(ValueError, match="increasing"):
+        working_from([3, 2], [0.1, 0.1])

@@ -162,11 +162,23 @@ def numeric_curve():
     return R, rd.distortion_rate(R, 1.0)
 
 
-def test_distortion_rate_matches_exact_form_within_half_percent(numeric_curve):
+def test_distortion_rate_meets_its_stated_accuracy(numeric_curve):
+    # The docstring promises 0.15 % on [0.25, 6], whatever else shares the call.
     R, D = numeric_curve
-    np.testing.assert_allclose(D, rd.distortion_rate_exact(R, 1.0), rtol=5e-3)
+    np.testing.assert_allclose(D, rd.distortion_rate_exact(R, 1.0), rtol=1.5e-3)
+    for r in (0.25, 0.3, 6.0):  # single-rate calls, the ends of the range
+        assert float(rd.distortion_rate(r)) == pytest.approx(float(rd.distortion_rate_exact(r, 1.0)), rel=1.5e-3)
     # ... and lies strictly between the paper's bounds (eqs 24 and 26).
     assert np.all(rd.distortion_lower(R, 1.0) < D) and np.all(D < rd.distortion_upper(R, 1.0))
+
+
+def test_distortion_rate_does_not_depend_on_the_other_rates_of_the_call(numeric_curve):
+    alone = float(rd.distortion_rate(0.5))
+    among_four = rd.distortion_rate([0.5, 1.0, 2.0, 3.0])
+    assert alone == float(among_four[0])
+    assert float(rd.distortion_rate(2.0)) == float(among_four[2])
+    R, D = numeric_curve
+    assert float(rd.distortion_rate(R[5])) == float(D[5])
 
 
 def test_distortion_rate_scales_as_one_over_lambda():
@@ -176,8 +188,11 @@ def test_distortion_rate_scales_as_one_over_lambda():
 
 def test_grid_error_is_second_order_in_kappa():
     # Halving kappa = s h cuts the error of D about fourfold (the claim in the docstring).
-    exact = rd.distortion_rate_exact(4.1, 1.0)
-    err = {k: rd.distortion_rate(4.1, kappa=k, tol=1e-5) / exact - 1 for k in (0.4, 0.2)}
+    # One Blahut-Arimoto point per kappa, compared with the exact D at the point's own rate.
+    err = {}
+    for k in (0.4, 0.2):
+        c = rd.exponential_curve(1.0, 4.05, 4.1, per_bit=1, kappa=k, tol=1e-5)
+        err[k] = float(c.distortion[0] / rd.distortion_rate_exact(c.rate[0], 1.0) - 1)
     assert err[0.4] < 0 and err[0.2] < 0  # a finer grid only ever raises D towards the limit
     assert err[0.4] / err[0.2] == pytest.approx(4.0, rel=0.15)
 
@@ -271,3 +286,52 @@ def test_quantizer_curve_uses_qlib_quantize():
         rd.quantizer_curve(th, [1])
     with pytest.raises(ValueError, match="theta"):
         rd.quantizer_curve(-th)
+
+
+def test_lloyd_max_samples_matches_the_closed_form_on_exponential_samples():
+    rng = np.random.default_rng(0)
+    theta = rng.exponential(1.0, 200_000)
+    for n_levels in (1, 4, 32):
+        q = rd.lloyd_max_samples(theta, n_levels)
+        assert q.distortion == pytest.approx(rd.lloyd_max_abs(n_levels).distortion, rel=0.02)
+        assert np.all(np.diff(q.levels) >= 0) and q.rate == pytest.approx(np.log2(n_levels))
+    # Any other placement of the levels does no better (a Lloyd fixed point): shifting them worsens D.
+    q = rd.lloyd_max_samples(theta, 8)
+    shifted = q.levels * 1.05
+    t = 0.5 * (shifted[:-1] + shifted[1:])
+    assert np.mean(np.abs(theta - shifted[np.searchsorted(t, theta)])) > q.distortion
+    assert rd.lloyd_max_samples([0.0, 1.0, 2.0, 10.0], 4).distortion == 0.0
+
+
+@pytest.mark.parametrize("args, match", [(([1.0, -1.0], 1), "theta"), (([1.0], 2), "n_levels"),
+                                         (([1.0, 2.0], 1, 0), "max_iter"), (([], 1), "theta")])
+def test_lloyd_max_samples_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        rd.lloyd_max_samples(*args)
+
+
+def test_quantizers_against_upper_bound_on_exponential_weights():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    signs = torch.randint(0, 2, (200, 500), generator=g) * 2 - 1
+    mags = -torch.log(torch.rand(200, 500, generator=g, dtype=torch.float64)) / 20.0  # exponential, lam = 20
+    chk = rd.quantizers_against_upper_bound([signs * mags], bit_widths=[2, 4, 8])
+    assert chk.lam == pytest.approx(20.0, rel=0.01)
+    # Lloyd-Max on exponential magnitudes sits under D^U at low rate and tends to it (gap ~ 2^-R / 2).
+    assert np.all(chk.lloyd_max[:2] < chk.upper[:2])
+    assert chk.lloyd_max[2] == pytest.approx(chk.upper[2], rel=0.05)
+    # The uniform quantizer with range set by the largest magnitude is above D^U: eq. (26) is no bound for it.
+    assert np.all(chk.uniform[1:] > chk.upper[1:])
+    q = quantize_tensor_mean_abs_error(signs * mags, 4, "uniform")
+    assert chk.uniform[1] == pytest.approx(q)
+    with pytest.raises(ValueError, match="bit_widths"):
+        rd.quantizers_against_upper_bound([mags], bit_widths=[1])
+    with pytest.raises(ValueError, match="at least one"):
+        rd.quantizers_against_upper_bound([])
+
+
+def quantize_tensor_mean_abs_error(w, b, scheme):
+    from qlib.quantize import quantize
+
+    return float((w - quantize(w, b, scheme)).abs().mean())

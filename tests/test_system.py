@@ -204,3 +204,18 @@ def test_latency_measurement_runs_every_supported_precision():
 def test_latency_measurement_rejects_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         system.measure_latency_by_precision(**kwargs)
+
+
+def test_notation_table_reads_hardware_and_has_no_bare_bar_in_math():
+    """00's notation table: constants come from Hardware, every row has the header's cell count."""
+    from qlib import notation
+    from qlib.system import Hardware
+
+    hw = Hardware()
+    by_name = {s.name: s for s in notation.SYMBOLS}
+    assert by_name["c_agent"].default == f"{hw.c_agent:g}" and by_name["psi_server"].default == f"{hw.psi_server:g}"
+    assert by_name["b_full"].default == str(hw.b_full) and by_name["b_full"].source.startswith("this book")
+    assert by_name["B_max"].source.startswith("this book") and by_name["f_agent"].source == "Sec. VI-C"
+    rows = notation.symbol_table().splitlines()
+    assert len({row.count("|") for row in rows}) == 1  # a '|' inside math would add a cell
+    assert r"\lvert" in by_name["theta"].tex
