@@ -111,7 +111,8 @@ def _refreshes(block: str) -> list[str]:
     """Progress-bar labels that appear at a lower and then a higher percentage in one output block."""
     seen: dict[str, int] = {}
     bad = []
-    for m in _BAR.finditer(block):
+    # a browser shows a raw "\r" inside <pre> as a line break (HTML turns CR into LF)
+    for m in _BAR.finditer(block.replace("\r\n", "\n").replace("\r", "\n")):
         label, pct = m.group("label").strip(), int(m.group("pct"))
         if label in seen and pct > seen[label] and label not in bad:
             bad.append(label)

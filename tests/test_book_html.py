@@ -37,6 +37,8 @@ def test_scanner_catches_each_kind_of_leak():
             "figure number",
         '<div class="cell_output"><pre>run:  40%|####  | 2/5\nrun:  80%|######## | 4/5\n'
         "run: 100%|##########| 5/5</pre></div>": "progress bar",
+        '<div class="output stream"><pre>\rfit:  10%|#   | 1/10\rfit: 100%|##########| 10/10\n</pre></div>':
+            "progress bar",
     }
     for html, kind in dirty.items():
         hits = page_leaks(html)
