@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -72,3 +73,47 @@ def test_evaluate_rejects_bad_arguments(tmp_path):
     assert out.returncode == 2 and "bit_width must be an integer in 1…16" in out.stderr
     out = _run(["evaluate", "--n-samples", "2", "--metrics", "CIDEr,SPICE"], tmp_path)
     assert out.returncode == 2 and "metrics must be a non-empty subset" in out.stderr
+
+
+def test_train_without_out_writes_into_the_cache(tmp_path, monkeypatch):
+    import qlib.captioning.train as train
+    from qlib.captioning.__main__ import main
+
+    calls = []
+    monkeypatch.setattr(train, "train_captioner", lambda out, **kw: calls.append((out, kw)))
+    monkeypatch.setenv("QBOOK_CACHE", str(tmp_path))
+    assert main(["train"]) == 0
+    assert main(["train", "--kind", "video", "--seed", "2"]) == 0
+    assert main(["train", "--out", str(tmp_path / "mine")]) == 0
+    outs = [str(out) for out, _ in calls]
+    assert outs == [str(tmp_path / "captioners" / "tiny-git-seed0"), str(tmp_path / "captioners" / "tiny-git-video-seed2"),
+                    str(tmp_path / "mine")]
+    assert calls[1][1]["kind"] == "video" and calls[1][1]["seed"] == 2
+
+
+def _quoted_commands(text):
+    """Every ``python -m qlib.captioning …`` command quoted in a text, with what precedes it on its line."""
+    import re
+
+    return [(m.group(1), shlex.split(m.group(2), comments=True)) for m in
+            re.finditer(r"(\S{0,40})python -m qlib\.captioning ((?:evaluate|train)[^`\n\"\\]*)", text)]
+
+
+def test_quoted_commands_parse_and_say_which_python():
+    from qlib.captioning.__main__ import _parser
+
+    docs = {p.name: p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "notebooks").glob("*.ipynb"))]}
+    seen = 0
+    for name, text in docs.items():
+        for prefix, argv in _quoted_commands(text):
+            seen += 1
+            # a placeholder (`--out <folder>`, an f-string's `--seed {log['seed']}`) goes with its option
+            holes = {i for i, a in enumerate(argv) if a[:1] in "<{"}
+            argv = [a for i, a in enumerate(argv) if i not in holes and i + 1 not in holes]
+            try:
+                _parser().parse_args(argv)
+            except SystemExit as exc:  # argparse exits 2 on a command the docs should not quote
+                raise AssertionError(f"{name}: `python -m qlib.captioning {' '.join(argv)}` exits {exc.code}") from None
+            if name == "README.md":  # the system Python has no torch: say which interpreter
+                assert prefix.endswith(".venv/bin/"), f"README quotes `python -m qlib.captioning` without .venv/bin/"
+    assert seen >= 3

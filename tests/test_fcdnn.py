@@ -1,9 +1,12 @@
-"""Unit tests of qlib.fcdnn: FCDNN-16's architecture, deterministic training, the shipped weights."""
+"""Unit tests of qlib.fcdnn: FCDNN-16's architecture, deterministic training, the shipped weights.
+
+Nothing downstream of training is compared with the shipped file bit for bit (see
+``test_retraining_matches_the_shipped_model_within_tolerance``).
+"""
 
 from __future__ import annotations
 
 import pathlib
-import platform
 
 import numpy as np
 import pytest
@@ -84,19 +87,35 @@ def test_shipped_weights_load_small_and_reconstruct_better_than_the_mean() -> No
     mse = reconstruction_mse(model, te)
     baseline = float(((te - tr.mean(dim=0)) ** 2).mean())  # predicting the mean image
     assert mse < 0.4 * baseline
+    # One forward pass of fixed weights: other CPUs' kernels move the float32 sum by ~1e-6 relative.
     assert mse == pytest.approx(float(meta["test_mse"]), rel=1e-4)
 
 
-def test_retraining_reproduces_the_shipped_weights() -> None:
-    torch.use_deterministic_algorithms(True, warn_only=True)
+def test_retraining_is_bit_identical_within_one_environment() -> None:
+    # What can be promised bit for bit: two trainings in one process, same seed, threads and
+    # torch build. Across machines MKL/oneDNN pick kernels from the CPU's instruction set
+    # (AVX2, AVX-512, AMX), so the last bits differ and Adam amplifies them (issue 12).
+    runs = [train_digits(None, threads=1, epochs=2) for _ in range(2)]
+    for (name, a), b in zip(runs[0].model.state_dict().items(), runs[1].model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert runs[0].losses == runs[1].losses
+
+
+#: How far a retrained model's test MSE may sit from the shipped one's metadata on another CPU.
+#: Measured: 0.0180-0.0182 on two x86_64 CPUs against 0.0183 shipped (1-2 %); a broken recipe
+#: (wrong lr, epochs, split or initialization) lands far outside it.
+RETRAIN_MSE_RTOL = 0.05
+
+
+def test_retraining_matches_the_shipped_model_within_tolerance() -> None:
     res = train_digits(None, threads=1)
-    shipped, meta = load_fcdnn()
-    same_build = meta["torch"] == torch.__version__ and meta["machine"] == platform.machine()
-    for (name, a), b in zip(res.model.state_dict().items(), shipped.state_dict().values()):
-        if same_build:
-            assert torch.equal(a, b), name  # bit for bit
-        else:  # pragma: no cover - another torch build may sum in another order
-            assert torch.allclose(a, b, rtol=1e-2, atol=1e-3), name
+    _, meta = load_fcdnn()
+    _, te = load_digits_data(test_size=DIGITS_RECIPE["test_size"], seed=DIGITS_RECIPE["split_seed"])
+    shipped_mse = float(meta["test_mse"])
+    assert reconstruction_mse(res.model, te) == pytest.approx(shipped_mse, rel=RETRAIN_MSE_RTOL)
+    # and the check can fail: a recipe that learns less is well outside the tolerance
+    short = train_digits(None, threads=1, epochs=3)
+    assert abs(reconstruction_mse(short.model, te) / shipped_mse - 1) > RETRAIN_MSE_RTOL
 
 
 def test_save_load_roundtrip_and_mnist_reader(tmp_path: pathlib.Path) -> None:

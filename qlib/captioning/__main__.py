@@ -6,7 +6,7 @@ CI scale (the defaults: shipped tiny GIT, generated shapes test set)::
 
     python -m qlib.captioning evaluate --json --n-samples 50
     python -m qlib.captioning evaluate --bit-width 4 --quantizer pot
-    python -m qlib.captioning train --out my-tiny-git            # the recipe of the shipped checkpoint
+    python -m qlib.captioning train     # the recipe of the shipped checkpoint (--out: where to; default in the cache)
 
 Paper scale (a GPU box with the hub and the data)::
 
@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                     "for speed); SPICE is not offered, it downloads a model at run time")
     ev.add_argument("--json", action="store_true", help="print one JSON object with the metric names as keys")
     tr = sub.add_parser("train", help="train the CI-scale tiny GIT on the generated shapes data")
-    tr.add_argument("--out", required=True, help="output folder (config, safetensors, vocab.json, train_log.json)")
+    tr.add_argument("--out", default=None, help="output folder (config, safetensors, vocab.json, train_log.json); "
+                    "default: captioners/tiny-git[-video]-seed<seed> under the cache ($QBOOK_CACHE or ~/.cache/qbook)")
     tr.add_argument("--kind", choices=("image", "video"), default="image")
     tr.add_argument("--epochs", type=int, default=70)
     tr.add_argument("--patch-size", type=int, default=8, help="vision patch size in pixels (8: the shipped recipe)")
@@ -58,9 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import qlib
 
     if args.command == "train":
+        from qlib.captioning.data import cache_dir
         from qlib.captioning.train import train_captioner
 
-        train_captioner(args.out, kind=args.kind, epochs=args.epochs, seed=args.seed, n_train=args.n_train,
+        out = args.out or cache_dir() / "captioners" / f"tiny-git{'-video' * (args.kind == 'video')}-seed{args.seed}"
+        print(f"training into {out}", file=sys.stderr)
+        train_captioner(out, kind=args.kind, epochs=args.epochs, seed=args.seed, n_train=args.n_train,
                         threads=args.threads, patch_size=args.patch_size)
         return 0
     from qlib.captioning.sweep import evaluate
