@@ -66,6 +66,7 @@ __all__ = [
     "solve_random_feasible",
     "solve_ppo",
     "random_problems",
+    "random_problem_batch",
     "METHODS",
     "register_method",
     "run_methods",
@@ -555,6 +556,25 @@ def random_problems(n: int, seed: int = 0, rng: np.random.Generator | None = Non
     base.update(fixed)
     return [Problem(**{"n_flop_agent": float(na[i]), "n_flop_server": float(ns[i]), "T0": float(t0[i]),
                        "E0": float(e0[i]), **base}) for i in range(int(n))]
+
+
+def random_problem_batch(n: int, seed: int = 0, **fixed: Any) -> ProblemBatch:
+    """The instances of :func:`random_problems` (same seed, same draws) as one :class:`ProblemBatch`.
+
+    ``random_problem_batch(n, seed).problem(i) == random_problems(n, seed)[i]``; no
+    :class:`Problem` objects are built, so millions of instances take a fraction of a second.
+    """
+    if isinstance(n, bool) or not (isinstance(n, (int, np.integer)) and n >= 1):
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    gen = np.random.default_rng(seed)
+
+    def logu(lo: float, hi: float) -> np.ndarray:
+        return np.exp(gen.uniform(math.log(lo), math.log(hi), size=int(n)))
+
+    na, ns, t0, e0 = logu(50e9, 1000e9), logu(20e9, 500e9), logu(0.3, 4.0), logu(0.5, 10.0)
+    base = {"lam": 1.0}
+    base.update(fixed)
+    return ProblemBatch(n_flop_agent=na, n_flop_server=ns, T0=t0, E0=e0, **base)
 
 
 # --------------------------------------------------------------------------------------------

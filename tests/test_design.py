@@ -630,3 +630,8 @@ def test_fixed_frequency_is_infeasible_literally_and_feasible_below_the_optimum_
             assert f.feasible and f.bit_width <= e.bit_width
             below += f.bit_width < e.bit_width
         assert below >= 2
+
+
+def test_random_problem_batch_has_the_instances_of_random_problems():
+    batch = design.random_problem_batch(50, seed=7)
+    assert [batch.problem(i) for i in range(50)] == random_problems(50, seed=7)
