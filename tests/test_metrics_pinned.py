@@ -13,9 +13,9 @@ penalty or tokenization fails:
   references, times 10;
 - ROUGE-L (Lin 2004, COCO's variant): LCS precision and recall (maximum over references),
   F with β = 1.2, averaged over images;
-- METEOR 1.5 (Denkowski and Lavie 2014, ``-l en -norm``): for a candidate identical to its
-  only reference every match is exact, P = R = 1, one chunk, so the score is
-  1 - γ (1/m)^β with the English parameters γ = 0.6, β = 0.2 (hand formula; m matched words).
+- METEOR 1.5 (Denkowski and Lavie 2014, ``-l en -norm``): for a candidate whose words all
+  match its only reference exactly, P = R = 1, so the score is 1 - γ (chunks/matches)^β with
+  the English parameters γ = 0.6, β = 0.2 (a permuted candidate makes several chunks).
 
 The references below are already lower-case and punctuation-free, so the PTB tokenizer leaves
 them alone; ``test_tokenization_is_the_ptb_one`` pins the tokenizer separately.
@@ -88,11 +88,17 @@ def test_rouge_l_by_hand():
 
 
 @needs_java
-def test_meteor_of_identical_captions_by_hand():
-    # one exact-match chunk of m words: 1 - 0.6 (1/m)^0.2 (METEOR 1.5, English parameters)
-    cand = {0: ["the cat sat on the mat"]}
-    got = metrics.score_tokenized(cand, {0: ["the cat sat on the mat"]}, metrics=["METEOR"])["METEOR"]
-    assert got == pytest.approx(1 - 0.6 * (1 / 6) ** 0.2, abs=1e-4)
+def test_meteor_by_hand():
+    # Every word of the candidate matches exactly (P = R = 1, so Fmean = 1 whatever the content
+    # and function-word weights); the score is 1 - γ (chunks / matches)^β, γ = 0.6, β = 0.2.
+    ref = {0: ["a red circle on the left"]}
+    reversed_ = metrics.score_tokenized({0: ["left the on circle red a"]}, ref, metrics=["METEOR"])["METEOR"]
+    assert reversed_ == pytest.approx(1 - 0.6 * (6 / 6) ** 0.2, abs=1e-6)  # 6 chunks of one word
+    swapped = metrics.score_tokenized({0: ["on the left a red circle"]}, ref, metrics=["METEOR"])["METEOR"]
+    assert swapped == pytest.approx(1 - 0.6 * (2 / 6) ** 0.2, abs=1e-6)  # 2 chunks
+    # an identical candidate is one chunk, which METEOR 1.5 does not penalize: 1 exactly
+    same = metrics.score_tokenized({0: ["a red circle on the left"]}, ref, metrics=["METEOR"])["METEOR"]
+    assert same == pytest.approx(1.0, abs=1e-9)
 
 
 @needs_java
