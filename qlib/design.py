@@ -36,7 +36,6 @@ tolerance :data:`RTOL`), and every feasible design reports the energy it uses.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import warnings
@@ -413,7 +412,7 @@ class ProblemBatch:
     --------
     >>> batch = ProblemBatch(n_flop_agent=[64e9, 500e9], n_flop_server=128e9, T0=2.0, E0=2.0)
     >>> solve_exact_batch(batch).bit_width.tolist()
-    [16, 3]
+    [16, 6]
     """
 
     n_flop_agent: Any
