@@ -243,9 +243,9 @@ class Problem:
         if self.energy_scope not in ENERGY_SCOPES:
             raise ValueError(f"energy_scope must be one of {ENERGY_SCOPES}, got {self.energy_scope!r}")
         for fld in fields(self):
-            if fld.name == "energy_scope":
-                continue
             value = getattr(self, fld.name)
+            if fld.name == "energy_scope" or (value is None and fld.default is None):
+                continue  # a string field, and optional fields left at None
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise ValueError(f"{fld.name} must be a real number, got {value!r}")
             if not math.isfinite(float(value)):
@@ -483,13 +483,13 @@ class ProblemBatch:
         items = list(problems) if not isinstance(problems, Problem) else [problems]
         if not items or not all(isinstance(p, Problem) for p in items):
             raise ValueError("problems must be a Problem or a non-empty sequence of Problem instances")
-        cols = {f.name: [getattr(p, f.name) for p in items] for f in fields(Problem)}
+        cols = {f.name: [getattr(p, f.name) for p in items] for f in fields(cls)}
         return cls(**{k: np.asarray(v) for k, v in cols.items()})
 
     def problem(self, i: int) -> Problem:
         """Problem ``i`` as a :class:`Problem`."""
         return Problem(**{f.name: (getattr(self, f.name)[i].item() if f.name != "energy_scope"
-                                   else str(self.energy_scope[i])) for f in fields(Problem)})
+                                   else str(self.energy_scope[i])) for f in fields(self)})
 
     def coefficients(self) -> dict[str, np.ndarray]:
         """Arrays of :meth:`Problem.coefficients`."""
