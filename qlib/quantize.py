@@ -94,6 +94,35 @@ def _uniform(x: torch.Tensor, M: torch.Tensor, bit_width: int) -> torch.Tensor:
     return q
 
 
+def _uniform_wide(x: torch.Tensor, M: torch.Tensor, bit_width: int) -> torch.Tensor:
+    """:func:`_uniform` for a maximum M outside the range where n / M is a normal float.
+
+    There n / M overflows to inf (M tiny or subnormal) or loses bits (M near the format's
+    maximum), and the fast path returns ±inf or levels off the grid (issue 14.1). Here x / M
+    (|x / M| <= 1, never overflows) is formed in float64, where every float32 value, subnormals
+    included, is a normal number; a float64 input keeps float64 and x / M is as exact as it gets.
+    """
+    wide = torch.float64
+    xd, Md = x.to(wide), M.to(wide)
+    if bit_width == 1:
+        return torch.sign(xd).mul_(Md).to(x.dtype)
+    n = float(2 ** (bit_width - 1) - 1)
+    safe = torch.where(Md > 0, Md, torch.ones_like(Md))
+    q = torch.div(xd, safe)
+    q.mul_(n).round_().div_(n).mul_(safe)
+    # q <= M in magnitude, so the cast back cannot overflow.
+    return q.to(x.dtype)
+
+
+def _pot_top_exponent(M: torch.Tensor, emax: int) -> torch.Tensor:
+    """n1 = floor(log2(4 M / 3)) (INQ) from frexp(M) = m 2^e, without forming 4 M / 3 (which
+    overflows for M >= 2.55e38 in float32), capped at ``emax`` so that 2**n1 is finite in the
+    output's dtype (float16: 2**15; 2**16 = 65536 is beyond its maximum 65504)."""
+    m, e = torch.frexp(M)
+    n1 = e - (m < 0.75).to(e.dtype)  # 4 m / 3 in [2/3, 4/3): floor(log2) is 0 iff m >= 3/4
+    return torch.clamp(n1, max=emax)
+
+
 def _pot(x: torch.Tensor, M: torch.Tensor, bit_width: int) -> torch.Tensor:
     int_dtype, mask = _EXP_MASK[x.dtype]
     safe = torch.where(M > 0, M, torch.ones_like(M))
@@ -125,6 +154,58 @@ def _pot(x: torch.Tensor, M: torch.Tensor, bit_width: int) -> torch.Tensor:
     a = torch.maximum(a, low)
     a.masked_fill_(zero, 0.0)
     return a.copysign_(x)
+
+
+def _pot_wide(x: torch.Tensor, M: torch.Tensor, bit_width: int, emax: int) -> torch.Tensor:
+    """:func:`_pot` from exponents alone (frexp), for maxima where the fast path overflows.
+
+    The fast path forms 4|x|/3 and 2**n1, which overflow when M >= 2.55e38 (float32) and give
+    2**16 = inf for float16 inputs >= 49152 (issue 14.1). Here every level is 2**k with the
+    integer k = floor(log2(4|x|/3)) read off frexp(|x|), clipped to [n2, n1] with n1 capped so
+    that 2**n1 is finite in the output dtype; no product can overflow. The rule is the fast
+    path's: levels below the working format's normal range flush to 0.
+    """
+    n1 = _pot_top_exponent(M, emax)
+    tiny_exp = math.frexp(torch.finfo(x.dtype).tiny)[1] - 1  # exponent of the smallest normal number
+    pos = M > 0
+    if bit_width == 1:
+        top = torch.where(pos & (n1 >= tiny_exp), torch.exp2(n1.to(x.dtype)), torch.zeros_like(M))
+        return torch.sign(x).mul_(top)
+    n_nonzero = 2 ** (bit_width - 1) - 1
+    n2 = n1 - (n_nonzero - 1)  # exponent of the lowest nonzero level
+    m, e = torch.frexp(torch.abs(x))
+    k = e - (m < 0.75).to(e.dtype)  # floor(log2(4|x|/3)), exact
+    # |x| < 2**(n2-1) (below half the lowest level) is the zero level: frexp's e <= n2 - 1.
+    zero = (e < n2) | (x == 0) | ~pos
+    k = torch.minimum(torch.maximum(k, n2), n1)
+    zero |= k < tiny_exp
+    level = torch.exp2(k.to(x.dtype))
+    level.masked_fill_(zero, 0.0)
+    return level.copysign_(x)
+
+
+def _emax(dtype: torch.dtype) -> int:
+    """Exponent of the largest power of two that is finite in ``dtype`` (float16: 15, float32: 127)."""
+    return math.frexp(torch.finfo(dtype).max)[1] - 1
+
+
+def _fast_path_ok(M: torch.Tensor, work_dtype: torch.dtype, out_dtype: torch.dtype, scheme: str,
+                  bit_width: int) -> bool:
+    """Whether the fast elementwise code is exact for these maxima (no overflow, no lost bits).
+
+    Uniform needs n / M to be a normal number of the working dtype; PoT needs 4 M / 3 < 2**(emax+1)
+    of the output dtype (so that 2**n1 is finite there). Outside, the ``_wide`` variants run.
+    """
+    fi = torch.finfo(work_dtype)
+    Mpos = M[M > 0]  # all-zero slices give zeros on either path
+    if not Mpos.numel():
+        return True
+    Mmin, Mmax = (float(v) for v in torch.aminmax(Mpos))
+    if scheme == "uniform":
+        n = float(2 ** (bit_width - 1) - 1) or 1.0
+        return Mmin >= 4.0 * n * fi.tiny and Mmax <= fi.max / 4.0 and n / Mmax >= 4.0 * fi.tiny
+    emax = _emax(out_dtype)
+    return Mmax < 1.5 * 2.0**emax and Mmin >= fi.tiny
 
 
 def quantize(tensor: torch.Tensor, bit_width: int, scheme: Scheme = "uniform",
@@ -164,7 +245,11 @@ def quantize(tensor: torch.Tensor, bit_width: int, scheme: Scheme = "uniform",
         A new tensor of the same shape, dtype and device. float16/bfloat16 inputs are
         quantized in float32 and rounded back, so uniform levels are the nearest
         representable values (PoT levels are exact unless below the format's normal range,
-        where they flush to 0, as they do in float32/float64).
+        where they flush to 0, as they do in float32/float64). The output is finite wherever
+        the input is: scales are formed without overflow (see ``_uniform_wide``, ``_pot_wide``),
+        and the top PoT level :math:`2^{n_1}` is capped at the largest power of two of the
+        dtype (float16: :math:`2^{15}`; float32: :math:`2^{127}`), where INQ's rule would give
+        ``inf``.
 
     Raises
     ------
@@ -205,7 +290,12 @@ def quantize(tensor: torch.Tensor, bit_width: int, scheme: Scheme = "uniform",
     M = _max_magnitude(work, per_channel)
     if not bool(torch.isfinite(M).all()):
         raise ValueError("tensor must hold finite values only (found NaN or inf)")
-    q = _uniform(work, M, bit_width) if scheme == "uniform" else _pot(work, M, bit_width)
+    if _fast_path_ok(M, work.dtype, tensor.dtype, scheme, bit_width):
+        q = _uniform(work, M, bit_width) if scheme == "uniform" else _pot(work, M, bit_width)
+    elif scheme == "uniform":
+        q = _uniform_wide(work, M, bit_width)
+    else:
+        q = _pot_wide(work, M, bit_width, _emax(tensor.dtype))
     return q.to(tensor.dtype) if q.dtype != tensor.dtype else q
 
 

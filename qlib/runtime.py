@@ -67,7 +67,7 @@ def resolve_device(device: str) -> str:
     raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
-def setup(seed: int = 0, threads: int = 1, device: str = "cpu", deterministic: bool = True) -> RuntimeInfo:
+def setup(seed: int = 0, threads: int = 1, device: str = "cpu", deterministic: bool | None = None) -> RuntimeInfo:
     """Seed everything, pin torch's thread count and check the device.
 
     Parameters
@@ -79,18 +79,26 @@ def setup(seed: int = 0, threads: int = 1, device: str = "cpu", deterministic: b
         on 2 cores; raise it on a big machine.
     device : str
         ``"cpu"`` or ``"cuda"``; checked, not changed.
-    deterministic : bool
-        Ask torch for deterministic kernels where it has them (warn-only elsewhere).
+    deterministic : bool or None
+        Ask torch for deterministic kernels where it has them (warn-only elsewhere). ``None``
+        (default): only on a CUDA device, where kernels that use atomics (scatter/index adds,
+        some convolutions) make repeated runs differ. On the CPU every kernel the book runs is
+        already deterministic for a fixed thread count, and ``torch.use_deterministic_algorithms``
+        costs about a second because it imports ``torch._inductor``: chapters that never need
+        it do not pay for it (issue 14.4). ``True`` forces it anywhere, ``False`` never.
 
     Returns
     -------
     RuntimeInfo
     """
-    if not isinstance(threads, (int, np.integer)) or threads < 1:
+    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    if deterministic not in (None, True, False):
+        raise ValueError(f"deterministic must be True, False or None (only on CUDA), got {deterministic!r}")
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("MKL_NUM_THREADS", str(threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    device = resolve_device(device)
     import torch
 
     torch.set_num_threads(int(threads))
@@ -99,10 +107,13 @@ def setup(seed: int = 0, threads: int = 1, device: str = "cpu", deterministic: b
     except RuntimeError:
         # Allowed only once per process, before any parallel work; a second setup() keeps the first.
         pass
+    if deterministic is None:
+        deterministic = device.startswith("cuda")
     if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic (read when CUDA initializes).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
-    device = resolve_device(device)
     return RuntimeInfo(seed=int(seed), threads=int(threads), device=device, torch_version=torch.__version__)
 
 

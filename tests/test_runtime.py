@@ -84,3 +84,23 @@ def test_draw_system_returns_axes():
 
     ax = draw_system()
     assert len(ax.texts) > 10
+
+
+def test_setup_does_not_import_inductor_unless_determinism_is_asked_for():
+    # Issue 14.4: torch.use_deterministic_algorithms imports torch._inductor (about a second);
+    # chapters on the CPU never need it. Fresh interpreters: the test process may have it already.
+    import subprocess
+    import sys
+
+    code = ("import sys, qlib; qlib.setup(seed=0, threads=1); import torch; "
+            "print('torch._inductor' in sys.modules, torch.are_deterministic_algorithms_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    code = code.replace("threads=1)", "threads=1, deterministic=True)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
+
+
+def test_setup_rejects_a_non_boolean_deterministic():
+    with pytest.raises(ValueError, match="deterministic"):
+        setup(deterministic="yes")
