@@ -83,3 +83,21 @@ def test_caption_hook_default_is_unchanged_and_bits_change_the_embedding(caption
 def test_bad_activation_arguments_name_the_parameter(captioner, images, kwargs, name):
     with pytest.raises(ValueError, match=name):
         captioner.caption(images, **kwargs)
+
+
+def test_per_sample_cider_averages_to_the_corpus_score_and_intervals_cover_the_mean():
+    from qlib.captioning import activations
+    from qlib.captioning.data import Sample
+    from qlib.captioning.metrics import evaluate_captions
+
+    refs = [["a red circle", "a red circle in the top left"], ["a blue square", "one blue square"],
+            ["a green triangle", "a green triangle at the bottom"], ["a red square", "red square"]]
+    samples = [Sample(id=i, path=None, references=r, scene=None) for i, r in enumerate(refs)]
+    caps = ["a red circle", "a blue circle", "a green triangle", "a square"]
+    per = activations.per_sample_scores({0: caps}, samples)[0]["CIDEr"]
+    assert per.mean() == pytest.approx(evaluate_captions(caps, refs, metrics=["CIDEr"])["CIDEr"], rel=1e-9)
+    lo, hi = activations.bootstrap_ci(per, seed=0, n_resamples=500)
+    assert lo <= per.mean() <= hi and lo < hi
+    assert activations.bootstrap_ci(np.ones(5)) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="activation_bits"):
+        activations._check([(0, "uniform", False)])
