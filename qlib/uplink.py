@@ -54,6 +54,7 @@ __all__ = [
     "solve_joint",
     "brute_force_joint",
     "rate_where_bits_fall",
+    "split_map",
 ]
 
 
@@ -407,3 +408,29 @@ def rate_where_bits_fall(base: design.Problem, tx_power_w: float, activation_bit
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if bits(mid) < b_ref else (lo, mid)
     return hi
+
+
+def split_map(base: design.Problem, T0s: Sequence[float], rates: Sequence[float], tx_power_w: float,
+              activation_bits: Sequence[float], splits: Sequence[SplitPoint]) -> dict[str, np.ndarray]:
+    """The joint design over a (delay budget × rate) grid: which split wins and the bit-widths.
+
+    Returns ``split`` (index into ``splits`` of the chosen split, -1 where infeasible),
+    ``bit_width`` (optimal :math:`\\hat b`, 0 where infeasible), ``activation_bits`` (0 where
+    infeasible) and ``bits_by_split`` (optimal :math:`\\hat b` with each split alone, shape
+    ``(len(splits), len(T0s), len(rates))``), all indexed ``[T0, rate]``.
+    """
+    names = [s.name for s in splits]
+    shape = (len(T0s), len(rates))
+    out = {"split": np.full(shape, -1), "bit_width": np.zeros(shape, int), "activation_bits": np.zeros(shape),
+           "bits_by_split": np.zeros((len(splits),) + shape, int)}
+    for i, t0 in enumerate(T0s):
+        b = replace(base, T0=float(t0))
+        for j, sol in enumerate(solve_joint(b, list(rates), tx_power_w, activation_bits, splits)):  # type: ignore[arg-type]
+            if sol.feasible:
+                out["split"][i, j] = names.index(sol.split)
+                out["bit_width"][i, j] = sol.bit_width
+                out["activation_bits"][i, j] = sol.activation_bits
+        for k, sp in enumerate(splits):
+            for j, sol in enumerate(solve_joint(b, list(rates), tx_power_w, activation_bits, [sp])):  # type: ignore[arg-type]
+                out["bits_by_split"][k, i, j] = sol.bit_width if sol.feasible else 0
+    return out

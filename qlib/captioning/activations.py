@@ -91,7 +91,7 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, n_resamples: int = 2000) -> 
 def activation_sweep(captioner: SplitCaptioner, samples: Sequence[Sample], settings: Iterable[ActivationSetting],
                      kind: str = "image", data_id: str = "data", cache: str | os.PathLike | None = "auto",
                      bit_width: int | None = None, scheme: str = "uniform", seed: int = 0,
-                     n_resamples: int = 2000, batch_size: int = 50) -> dict[ActivationSetting, dict[str, Any]]:
+                     n_resamples: int = 2000, batch_size: int = 50, progress: bool = True) -> dict[ActivationSetting, dict[str, Any]]:
     """Scores of the split captioner with its transmitted embedding quantized, for every setting.
 
     Parameters
@@ -112,7 +112,8 @@ def activation_sweep(captioner: SplitCaptioner, samples: Sequence[Sample], setti
     dict
         Per setting: ``CIDEr``, ``CIDEr_ci95`` (low, high), ``CIDEr_diff_ci95`` (paired, setting
         minus full precision), and the same for ``scene_accuracy`` on generated data, plus
-        ``payload_bits_per_element`` (the activation bits; 32 for ``None``).
+        ``payload_bits_per_element`` (the activation bits; 32 for ``None``). The unquantized
+        setting ``(None, "uniform", False)`` comes first, listed or not.
     """
     from tqdm import tqdm
 
@@ -131,7 +132,7 @@ def activation_sweep(captioner: SplitCaptioner, samples: Sequence[Sample], setti
 
     pixels = None
     n_frames = getattr(captioner.server.config, "num_image_with_embedding", None) or 4
-    for s in tqdm(todo, desc="activation bits", mininterval=0, miniters=1):
+    for s in tqdm(todo, desc="activation bits", mininterval=0, miniters=1, disable=not progress):
         if "captions" in store.get(key(s)):
             continue
         if pixels is None:
@@ -150,4 +151,4 @@ def activation_sweep(captioner: SplitCaptioner, samples: Sequence[Sample], setti
                                           if s != ref else (0.0, 0.0))
         row["captions"] = store.get(key(s))["captions"]
         out[s] = row
-    return {s: out[s] for s in ([ref] if ref in settings else []) + [s for s in settings if s != ref]}
+    return {s: out[s] for s in todo}
