@@ -219,3 +219,18 @@ def test_admissible_activation_bits():
         uplink.admissible_activation_bits(diffs, tolerance=-1)
     with pytest.raises(ValueError, match="activation_bits"):
         uplink.solve_joint(design.Problem(n_flop_agent=1e9, n_flop_server=1e9, T0=1, E0=1), 1e6, 0.1, [])
+
+
+def test_split_map_agrees_with_solve_joint(blip2_splits):
+    base = design.Problem(n_flop_agent=1e9, n_flop_server=1e9, T0=3.5, E0=2.0)
+    T0s, rates = [1.0, 3.5], [1e5, 6e6, 1e9]
+    m = uplink.split_map(base, T0s, rates, 0.2, (16,), blip2_splits)
+    names = [s.name for s in blip2_splits]
+    for i, t0 in enumerate(T0s):
+        for j, r in enumerate(rates):
+            s = uplink.solve_joint(dataclasses.replace(base, T0=t0), r, 0.2, (16,), blip2_splits)
+            assert m["bit_width"][i, j] == (s.bit_width if s.feasible else 0)
+            assert m["split"][i, j] == (names.index(s.split) if s.feasible else -1)
+            assert m["bit_width"][i, j] == m["bits_by_split"][:, i, j].max()
+    # At LTE's rate the 14.7x smaller payload after the Q-Former buys weight bits.
+    assert m["bits_by_split"][1, 1, 1] > m["bits_by_split"][0, 1, 1]
