@@ -263,8 +263,9 @@ class Problem:
         (eqs. 4–9 divided by the budgets).
         """
         if self.rate_bps is not None:
-            raise ValueError("this Problem has an uplink (rate_bps is set): use solve_exact, or "
-                             "problem.computation_only() (the budgets the uplink leaves) with the other solvers")
+            raise ValueError("this Problem has an uplink (rate_bps is set): use solve_exact (or qlib.uplink.solve_joint, "
+                             "which also picks the activation bits and the split), or pass "
+                             "problem.computation_only() (the budgets the uplink leaves) to the other solvers")
         cyc_a = self.n_flop_agent / (self.b_full * self.c_agent)  # agent cycles per bit of width
         cyc_s = self.n_flop_server / self.c_server
         return {
