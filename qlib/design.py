@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -238,6 +238,11 @@ class Problem:
     psi_agent: float = _HW.psi_agent
     psi_server: float = _HW.psi_server
     energy_scope: str = "total"
+    # The uplink (chapter "The uplink", beyond the paper); rate_bps=None is the paper's (P1).
+    rate_bps: float | None = None
+    tx_power_w: float = 0.0
+    payload_elements: float = 0.0
+    activation_bits: float = 16.0
 
     def __post_init__(self) -> None:
         if self.energy_scope not in ENERGY_SCOPES:
@@ -263,7 +268,41 @@ class Problem:
                 f"B_max must be an integer in [2, b_full={self.b_full}] (the relaxation needs "
                 f"B_max > 1), got {self.B_max!r}")
         object.__setattr__(self, "B_max", int(self.B_max))
-        _check_scale(self.coefficients(), self.T0, self.E0)
+        if self.rate_bps is not None:  # errors name the field (qlib.system validates the rest)
+            if self.payload_elements < 0 or self.payload_elements != int(self.payload_elements):
+                raise ValueError(f"payload_elements must be an integer >= 0, got {self.payload_elements!r}")
+            system.uplink_energy(system.embedding_bits(1, 1, self.activation_bits) * self.payload_elements,
+                                 self.rate_bps, self.tx_power_w)
+        else:  # an uplink problem is checked through computation_only(), the (P1) it reduces to
+            _check_scale(self.coefficients(), self.T0, self.E0)
+
+    def _uplink(self, power: bool) -> dict[str, float]:
+        """The optional uplink arguments of :func:`qlib.system.total_delay` / ``total_energy``."""
+        if self.rate_bps is None:
+            return {}
+        up = {"payload_bits": self.payload_elements * self.activation_bits, "rate_bps": self.rate_bps}
+        return {**up, "tx_power_w": self.tx_power_w} if power else up
+
+    def uplink_delay(self) -> float:
+        """:math:`t_{\\mathrm{up}}` in s (0 without an uplink)."""
+        return float(system.total_delay(1, 0, 0, 1, 1, self.hardware, **self._uplink(False)))
+
+    def uplink_energy(self) -> float:
+        """:math:`e_{\\mathrm{up}}` in J (0 without an uplink)."""
+        return float(system.total_energy(1, 0, 0, 1, 1, self.hardware, **self._uplink(True)))
+
+    def computation_only(self) -> "Problem":
+        """(P1) on the budgets the uplink leaves: :math:`T_0 - t_{\\mathrm{up}}`, :math:`E_0 - e_{\\mathrm{up}}`.
+
+        For a fixed activation bit-width the uplink is a constant delay and energy, so the
+        problem with an uplink is the paper's (P1) with reduced budgets. Raises ``ValueError``
+        naming the budget (``"delay"`` / ``"energy"``) if the uplink alone uses it up.
+        """
+        t_up, e_up = self.uplink_delay(), self.uplink_energy()
+        for name, budget, used in (("delay", self.T0, t_up), ("energy", self.E0, e_up)):
+            if used >= budget:
+                raise ValueError(f"{name}: the uplink alone ({used:.4g}) uses up the {name} budget ({budget:.4g})")
+        return replace(self, T0=self.T0 - t_up, E0=self.E0 - e_up, rate_bps=None)
 
     @property
     def hardware(self) -> system.Hardware:
@@ -272,17 +311,20 @@ class Problem:
 
     def delay(self, bit_width: Any, f_agent: Any, f_server: Any) -> Any:
         """Total delay :math:`T` in s (eq. 8), via :func:`qlib.system.total_delay`."""
-        return system.total_delay(bit_width, self.n_flop_agent, self.n_flop_server, f_agent, f_server, self.hardware)
+        return system.total_delay(bit_width, self.n_flop_agent, self.n_flop_server, f_agent, f_server, self.hardware,
+                                  **self._uplink(False))
 
     def energy(self, bit_width: Any, f_agent: Any, f_server: Any) -> Any:
-        """The energy :math:`E_0` bounds, in J: eq. (9) (``energy_scope="total"``) or eq. (6) (``"agent"``)."""
+        """The energy :math:`E_0` bounds, in J: eq. (9) (``energy_scope="total"``) or eq. (6) (``"agent"``),
+        plus the uplink's transmit energy when there is one (the agent's radio spends it, so it counts in both)."""
         if self.energy_scope == "agent":
-            return system.agent_energy(bit_width, self.n_flop_agent, f_agent, self.hardware)
+            return system.agent_energy(bit_width, self.n_flop_agent, f_agent, self.hardware) + self.uplink_energy()
         return self.total_energy(bit_width, f_agent, f_server)
 
     def total_energy(self, bit_width: Any, f_agent: Any, f_server: Any) -> Any:
-        """Total energy :math:`E` in J (eq. 9), whatever the scope of the budget."""
-        return system.total_energy(bit_width, self.n_flop_agent, self.n_flop_server, f_agent, f_server, self.hardware)
+        """Total energy :math:`E` in J (eq. 9, plus the uplink's), whatever the scope of the budget."""
+        return system.total_energy(bit_width, self.n_flop_agent, self.n_flop_server, f_agent, f_server, self.hardware,
+                                   **self._uplink(True))
 
     def objective(self, bit_width: Any) -> Any:
         """The objective of (P1) at ``bit_width`` (see :func:`gap_objective`)."""
@@ -310,6 +352,10 @@ class Problem:
         (eqs. 4–9 divided by the budgets). ``eps_s`` is the server's energy at its maximum
         clock over E0 whatever :attr:`energy_scope`; under ``"agent"`` the budget ignores it.
         """
+        if self.rate_bps is not None:
+            raise ValueError("this Problem has an uplink (rate_bps is set): use solve_exact (or qlib.uplink.solve_joint, "
+                             "which also picks the activation bits and the split), or pass "
+                             "problem.computation_only() (the budgets the uplink leaves) to the other solvers")
         return _coefficients(*(getattr(self, k) for k in ("n_flop_agent", "n_flop_server", "T0", "E0")),
                              *(getattr(self, k) for k in _HW_FIELDS[-1:] + _HW_FIELDS[:-1]))
 
@@ -823,6 +869,9 @@ def solve_exact(problems: Problem | Iterable[Problem]) -> Solution | list[Soluti
     16
     """
     items, single = _as_list(problems)
+    if any(p.rate_bps is not None for p in items):
+        out_up = _solve_exact_uplink(items)
+        return out_up[0] if single else out_up
     t0 = time.perf_counter()
     sb = solve_exact_batch(ProblemBatch.from_problems(items))
     elapsed = (time.perf_counter() - t0) / len(items)
@@ -836,6 +885,32 @@ def solve_exact(problems: Problem | Iterable[Problem]) -> Solution | list[Soluti
         for i in range(len(items))
     ]
     return out[0] if single else out
+
+
+def _solve_exact_uplink(items: list[Problem]) -> list[Solution]:
+    """solve_exact with uplinks: (P1) on the budgets the uplink leaves (Problem.computation_only)."""
+    reduced: list[Problem | None] = []
+    whys: list[str] = []
+    for p in items:
+        try:
+            reduced.append(p.computation_only())
+            whys.append("")
+        except ValueError as exc:
+            reduced.append(None)
+            whys.append(str(exc))
+    solvable = [r for r in reduced if r is not None]
+    solved = iter(solve_exact(solvable) if solvable else [])  # type: ignore[arg-type]
+    out = []
+    for p, r, why in zip(items, reduced, whys):
+        if r is None:
+            out.append(_infeasible("exact", why))
+            continue
+        s = next(solved)
+        if s.feasible:  # report the full delay and energy, uplink included
+            t_up, e_up = p.uplink_delay(), p.uplink_energy()
+            s = replace(s, delay=s.delay + t_up, energy=s.energy + e_up, energy_total=s.energy_total + e_up)
+        out.append(s)
+    return out
 
 
 def relaxed_optimum(problem: Problem, tol: float = 1e-10) -> float:

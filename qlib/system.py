@@ -10,7 +10,13 @@ power usage effectiveness (PUE) ``eta``, the CMOS dynamic-power model.
 Every function broadcasts its array arguments with NumPy, so a sweep of thousands of
 (bit-width, frequency) points is one call. Scalars in give NumPy scalars out.
 
-Units: frequencies in cycles/s (Hz), workloads in FLOPs, delays in s, energies in J.
+Beyond the paper, :func:`embedding_bits`, :func:`uplink_delay` and :func:`uplink_energy` price
+the transmission of the embedding, and eqs. (8)–(9) (:func:`total_delay`, :func:`total_energy`)
+add them when given the optional uplink arguments; without them they are the paper's
+computation-only model, unchanged.
+
+Units: frequencies in cycles/s (Hz), workloads in FLOPs, delays in s, energies in J, payloads
+in bits, rates in bit/s, powers in W.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ __all__ = [
     "server_energy",
     "total_delay",
     "total_energy",
+    "embedding_bits",
+    "uplink_delay",
+    "uplink_energy",
     "PRECISION_BITS",
     "measure_latency_by_precision",
 ]
@@ -39,10 +48,13 @@ ArrayLike = Union[float, int, np.ndarray, Any]
 def check_real_fields(obj: Any) -> None:
     """Raise ``ValueError`` naming the first field of dataclass ``obj`` that is not a finite real.
 
-    Booleans are rejected too: ``True`` as a frequency is a caller's mistake, not 1 Hz.
+    Booleans are rejected too: ``True`` as a frequency is a caller's mistake, not 1 Hz. A field
+    whose default is ``None`` may be ``None`` (an optional part of the model, e.g. no uplink).
     """
     for fld in fields(obj):
         value = getattr(obj, fld.name)
+        if value is None and fld.default is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise ValueError(f"{fld.name} must be a real number, got {value!r}")
         if not math.isfinite(float(value)):
@@ -303,8 +315,9 @@ def server_energy(n_flop_server: ArrayLike, f_server: ArrayLike, hw: Hardware = 
 
 
 def total_delay(bit_width: ArrayLike, n_flop_agent: ArrayLike, n_flop_server: ArrayLike,
-                f_agent: ArrayLike, f_server: ArrayLike, hw: Hardware = _DEFAULT) -> Any:
-    r"""End-to-end computation delay :math:`T(\hat b, f, \tilde f) = t + \tilde t` (eq. 8).
+                f_agent: ArrayLike, f_server: ArrayLike, hw: Hardware = _DEFAULT,
+                payload_bits: ArrayLike | None = None, rate_bps: ArrayLike | None = None) -> Any:
+    r"""End-to-end delay :math:`T(\hat b, f, \tilde f) = t + \tilde t` (eq. 8), optionally plus the uplink.
 
     Parameters
     ----------
@@ -314,11 +327,21 @@ def total_delay(bit_width: ArrayLike, n_flop_agent: ArrayLike, n_flop_server: Ar
         As in :func:`server_delay`.
     hw : Hardware
         Processor constants.
+    payload_bits, rate_bps : float or ndarray, optional
+        The embedding's size in bits (:func:`embedding_bits`) and the uplink rate in bit/s.
+        Both ``None`` (default): the paper's computation-only model, eq. (8) exactly. Both
+        given: :math:`T + t_{\mathrm{up}}` with :math:`t_{\mathrm{up}}` of :func:`uplink_delay`
+        (beyond the paper; chapter "The uplink").
 
     Returns
     -------
     float or ndarray
-        Delay in s (the paper's model counts computation only, no transmission).
+        Delay in s.
+
+    Raises
+    ------
+    ValueError
+        If only one of ``payload_bits`` and ``rate_bps`` is given, or an input is out of range.
 
     References
     ----------
@@ -328,24 +351,41 @@ def total_delay(bit_width: ArrayLike, n_flop_agent: ArrayLike, n_flop_server: Ar
     --------
     >>> float(total_delay(16, 64e9, 1.28e12, 2e9, 10e9))
     1.5
+    >>> float(total_delay(16, 64e9, 1.28e12, 2e9, 10e9, payload_bits=5e6, rate_bps=10e6))
+    2.0
     """
-    return _out(np.asarray(agent_delay(bit_width, n_flop_agent, f_agent, hw))
-                + np.asarray(server_delay(n_flop_server, f_server, hw)))
+    out = (np.asarray(agent_delay(bit_width, n_flop_agent, f_agent, hw))
+           + np.asarray(server_delay(n_flop_server, f_server, hw)))
+    if payload_bits is None and rate_bps is None:
+        return _out(out)
+    if payload_bits is None or rate_bps is None:
+        raise ValueError("payload_bits and rate_bps must be given together (or both None: computation only)")
+    return _out(out + np.asarray(uplink_delay(payload_bits, rate_bps)))
 
 
 def total_energy(bit_width: ArrayLike, n_flop_agent: ArrayLike, n_flop_server: ArrayLike,
-                 f_agent: ArrayLike, f_server: ArrayLike, hw: Hardware = _DEFAULT) -> Any:
-    r"""End-to-end computation energy :math:`E(\hat b, f, \tilde f) = e + \tilde e` (eq. 9).
+                 f_agent: ArrayLike, f_server: ArrayLike, hw: Hardware = _DEFAULT,
+                 payload_bits: ArrayLike | None = None, rate_bps: ArrayLike | None = None,
+                 tx_power_w: ArrayLike | None = None) -> Any:
+    r"""End-to-end energy :math:`E(\hat b, f, \tilde f) = e + \tilde e` (eq. 9), optionally plus the uplink.
 
     Parameters
     ----------
     bit_width, n_flop_agent, n_flop_server, f_agent, f_server, hw
         As in :func:`total_delay`.
+    payload_bits, rate_bps, tx_power_w : float or ndarray, optional
+        All ``None`` (default): the paper's computation-only eq. (9) exactly. All given:
+        :math:`E + e_{\mathrm{up}}` with :math:`e_{\mathrm{up}}` of :func:`uplink_energy`.
 
     Returns
     -------
     float or ndarray
         Energy in J.
+
+    Raises
+    ------
+    ValueError
+        If the three uplink arguments are neither all given nor all ``None``.
 
     References
     ----------
@@ -355,9 +395,110 @@ def total_energy(bit_width: ArrayLike, n_flop_agent: ArrayLike, n_flop_server: A
     --------
     >>> round(float(total_energy(32, 32e9, 128e9, 1e9, 1e9)), 12)
     0.22
+    >>> round(float(total_energy(32, 32e9, 128e9, 1e9, 1e9, payload_bits=1e6, rate_bps=10e6, tx_power_w=0.2)), 12)
+    0.24
     """
-    return _out(np.asarray(agent_energy(bit_width, n_flop_agent, f_agent, hw))
-                + np.asarray(server_energy(n_flop_server, f_server, hw)))
+    out = (np.asarray(agent_energy(bit_width, n_flop_agent, f_agent, hw))
+           + np.asarray(server_energy(n_flop_server, f_server, hw)))
+    given = [x is not None for x in (payload_bits, rate_bps, tx_power_w)]
+    if not any(given):
+        return _out(out)
+    if not all(given):
+        raise ValueError("payload_bits, rate_bps and tx_power_w must be given together "
+                         "(or all None: computation only)")
+    return _out(out + np.asarray(uplink_energy(payload_bits, rate_bps, tx_power_w)))
+
+
+# --------------------------------------------------------------------------------------------
+# The uplink (beyond the paper): the agent sends the embedding o of eq. (1) to the server.
+# --------------------------------------------------------------------------------------------
+
+def embedding_bits(n_tokens: ArrayLike, dim: ArrayLike, activation_bits: ArrayLike) -> Any:
+    r"""Size in bits of the embedding :math:`\mathbf o` (eq. 1) the agent transmits.
+
+    .. math:: L = N_{\mathrm{tok}}\, d\, b_{\mathrm{act}}
+
+    Parameters
+    ----------
+    n_tokens : int or ndarray
+        Tokens (rows) of the embedding, an integer >= 1 (e.g. 257 for BLIP-2's ViT-g output;
+        frames times tokens for a clip).
+    dim : int or ndarray
+        Width of each token, an integer >= 1 (1408 for ViT-g).
+    activation_bits : float or ndarray
+        Bits per transmitted element, in (0, 64] (16 for float16, 32 for float32; a quantized
+        embedding may use fewer). Side information such as a per-token scale is not counted.
+
+    Returns
+    -------
+    float or ndarray
+        Payload in bits.
+
+    Examples
+    --------
+    >>> float(embedding_bits(257, 1408, 16)) / 8 / 1e3  # BLIP-2's ViT output in float16, kB
+    723.712
+    """
+    n = _array(n_tokens, "n_tokens", positive=True, what=" (tokens, an integer)")
+    d = _array(dim, "dim", positive=True, what=" (elements per token, an integer)")
+    for name, arr in (("n_tokens", n), ("dim", d)):
+        if np.any(arr != np.round(arr)):
+            raise ValueError(f"{name} must be an integer >= 1, got {arr[arr != np.round(arr)].flat[0]!r}")
+    a = _array(activation_bits, "activation_bits", positive=True, upper=64.0, what=" (bits per element, in (0, 64])")
+    return _out(n * d * a)
+
+
+def uplink_delay(payload_bits: ArrayLike, rate_bps: ArrayLike) -> Any:
+    r"""Transmission delay :math:`t_{\mathrm{up}} = L / r` of the embedding, in seconds.
+
+    Parameters
+    ----------
+    payload_bits : float or ndarray
+        Payload :math:`L` in bits (>= 0), e.g. from :func:`embedding_bits`.
+    rate_bps : float or ndarray
+        Achieved uplink rate :math:`r` in bit/s (> 0).
+
+    Returns
+    -------
+    float or ndarray
+        Delay in s.
+
+    Examples
+    --------
+    >>> round(float(uplink_delay(embedding_bits(257, 1408, 16), 10e6)), 3)  # 10 Mbit/s
+    0.579
+    """
+    L = _array(payload_bits, "payload_bits", positive=False, what=" (bits)")
+    r = _array(rate_bps, "rate_bps", positive=True, what=" (bit/s)")
+    return _out(L / r)
+
+
+def uplink_energy(payload_bits: ArrayLike, rate_bps: ArrayLike, tx_power_w: ArrayLike) -> Any:
+    r"""Transmission energy :math:`e_{\mathrm{up}} = P\, L / r` of the embedding, in joules.
+
+    The radio draws :math:`P` for the air time :math:`L/r`; tail energy after the burst (LTE's
+    RRC tail, Wi-Fi's power-save timeout) is not modelled.
+
+    Parameters
+    ----------
+    payload_bits, rate_bps : float or ndarray
+        As in :func:`uplink_delay`.
+    tx_power_w : float or ndarray
+        Power drawn while transmitting, in W (>= 0).
+
+    Returns
+    -------
+    float or ndarray
+        Energy in J.
+
+    Examples
+    --------
+    >>> round(float(uplink_energy(8e6, 10e6, 1.5)), 6)  # 1 MB at 10 Mbit/s and 1.5 W
+    1.2
+    """
+    t = np.asarray(uplink_delay(payload_bits, rate_bps))
+    p = _array(tx_power_w, "tx_power_w", positive=False, what=" (W)")
+    return _out(p * t)
 
 
 #: Bits per weight of the precisions :func:`measure_latency_by_precision` times.

@@ -41,6 +41,7 @@ __all__ = [
     "tiny_git_config",
     "tiny_blip2_config",
     "load_captioner",
+    "quantize_embedding",
     "CHECKPOINTS",
     "DATA_DIR",
 ]
@@ -173,6 +174,35 @@ def _family(model: nn.Module) -> str:
     raise ValueError(f"model must be a GitForCausalLM or Blip2ForConditionalGeneration, got model_type={kind!r}")
 
 
+def quantize_embedding(embedding: torch.Tensor, activation_bits: int, scheme: str = "uniform",
+                       per_token: bool = False) -> torch.Tensor:
+    """The transmitted embedding :math:`\\mathbf o` (eq. 1) quantized to ``activation_bits`` bits per element.
+
+    Sign–magnitude levels of :func:`qlib.quantize.quantize` (uniform or power-of-two). Each
+    sample's embedding is quantized on its own, as each agent sends its own: the largest
+    magnitude :math:`M` is taken per sample (``per_token=False``, "per tensor") or per token
+    (``per_token=True``, one scale per row of ``(N, D)``; the scales are side information of
+    16 bits per token that :func:`qlib.system.embedding_bits` does not count).
+
+    Parameters
+    ----------
+    embedding : torch.Tensor
+        ``(B, N, D)`` (images) or ``(B, F, N, D)`` (clips).
+    activation_bits : int
+        Bits per element, sign included, in 1…16.
+    scheme : {"uniform", "pot"}
+    per_token : bool
+    """
+    from qlib.quantize import quantize
+
+    if embedding.ndim not in (3, 4):
+        raise ValueError(f"embedding must be (B, N, D) or (B, F, N, D), got shape {tuple(embedding.shape)}")
+    if not isinstance(per_token, bool):
+        raise ValueError(f"activation_per_token must be True or False, got {per_token!r}")
+    rows = embedding.reshape(-1, embedding.shape[-1]) if per_token else embedding.reshape(embedding.shape[0], -1)
+    return quantize(rows, activation_bits, scheme, per_channel=True).reshape(embedding.shape)
+
+
 class SplitCaptioner:
     """A captioning model split into agent (vision encoder) and server (everything else).
 
@@ -251,12 +281,28 @@ class SplitCaptioner:
         return self.server.generate(pixel_values=packed, **{**self.generate_kwargs, **kwargs})
 
     def caption(self, images: Sequence[np.ndarray], bit_width: int | None = None, scheme: str = "uniform",
-                batch_size: int = 50) -> list[str]:
-        """Captions of images (``(H, W, 3)``) or clips (``(F, H, W, 3)``) through the split pipeline."""
+                batch_size: int = 50, activation_bits: int | None = None, activation_scheme: str = "uniform",
+                activation_per_token: bool = False) -> list[str]:
+        """Captions of images (``(H, W, 3)``) or clips (``(F, H, W, 3)``) through the split pipeline.
+
+        ``activation_bits`` (1…16, default ``None`` = sent as computed) quantizes the transmitted
+        embedding with :func:`quantize_embedding` (``activation_scheme``, ``activation_per_token``).
+        """
+        if activation_bits is not None:  # check before any work (errors name the parameter)
+            from qlib.quantize import SCHEMES
+
+            if (isinstance(activation_bits, bool) or not isinstance(activation_bits, (int, np.integer))
+                    or not 1 <= activation_bits <= 16):
+                raise ValueError(f"activation_bits must be an integer in 1…16 or None, got {activation_bits!r}")
+            if activation_scheme not in SCHEMES:
+                raise ValueError(f"activation_scheme must be one of {SCHEMES}, got {activation_scheme!r}")
         out: list[str] = []
         for start in range(0, len(images), batch_size):
             pv = self.processor.images(images[start: start + batch_size])
-            ids = self.generate_from_embedding(self.encode(pv, bit_width, scheme))
+            emb = self.encode(pv, bit_width, scheme)
+            if activation_bits is not None:
+                emb = quantize_embedding(emb, int(activation_bits), activation_scheme, activation_per_token)
+            ids = self.generate_from_embedding(emb)
             out += self.processor.batch_decode(ids.cpu(), skip_special_tokens=True)
         return out
 
