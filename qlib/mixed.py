@@ -52,6 +52,8 @@ __all__ = [
     "LayerSensitivity",
     "layer_sensitivity",
     "allocation_distortion",
+    "rank_agreement",
+    "additivity",
     "hessian_traces",
     "hawq_table",
     "MixedDesign",
@@ -523,6 +525,52 @@ def allocation_distortion(module: torch.nn.Module, batches: Sequence[Any], bits:
     batches = list(batches)
     qmodule, _ = quantize_layers(module, bits, scheme, per_channel)
     return _l1_gap(_outputs(module.eval(), batches, output_fn), _outputs(qmodule.eval(), batches, output_fn))
+
+
+def rank_agreement(measured: ArrayLike, predicted: ArrayLike) -> dict[str, NDArray[np.float64]]:
+    """How well ``predicted`` ranks the layers of ``measured``, column by column (per bit-width).
+
+    Returns Spearman's ρ and Kendall's τ (scipy.stats) with their p-values, one per column of
+    the (L, J) tables; NaN where a column is constant (no ranking to compare).
+    """
+    from scipy.stats import kendalltau, spearmanr
+
+    m, p = np.asarray(measured, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    if m.shape != p.shape or m.ndim != 2 or m.shape[0] < 3:
+        raise ValueError("measured and predicted must be (L, J) tables of the same shape with L >= 3 layers")
+    out = {k: np.full(m.shape[1], np.nan) for k in ("spearman", "spearman_p", "kendall", "kendall_p")}
+    for j in range(m.shape[1]):
+        if np.ptp(m[:, j]) == 0 or np.ptp(p[:, j]) == 0:
+            continue
+        r = spearmanr(m[:, j], p[:, j])
+        k = kendalltau(m[:, j], p[:, j])
+        out["spearman"][j], out["spearman_p"][j] = r.statistic, r.pvalue
+        out["kendall"][j], out["kendall_p"][j] = k.statistic, k.pvalue
+    return out
+
+
+def additivity(module: torch.nn.Module, batches: Sequence[Any], sensitivity: LayerSensitivity, n_draws: int = 20,
+               seed: int = 0, output_fn: Callable[[Any, Any], torch.Tensor] | None = None
+               ) -> dict[str, NDArray[np.float64]]:
+    """Measured output distortion of random allocations against the sum of their single-layer entries.
+
+    Each draw gives every layer of ``sensitivity`` a bit-width drawn uniformly from its
+    ``bit_widths`` (seeded) and quantizes all of them at once, with the same scheme and
+    granularity. Returns ``joint`` (measured), ``summed`` (Σ_l table[l, b_l]) and ``average_bits``.
+    """
+    if not isinstance(n_draws, int) or n_draws < 1:
+        raise ValueError(f"n_draws must be an integer >= 1, got {n_draws!r}")
+    rng = np.random.default_rng(seed)
+    batches = list(batches)
+    joint, summed, avg = [], [], []
+    for _ in range(n_draws):
+        j = rng.integers(0, len(sensitivity.bit_widths), len(sensitivity.names))
+        bits = {n: sensitivity.bit_widths[k] for n, k in zip(sensitivity.names, j)}
+        joint.append(allocation_distortion(module, batches, bits, sensitivity.scheme, sensitivity.per_channel,
+                                           output_fn))
+        summed.append(float(sensitivity.output[np.arange(len(j)), j].sum()))
+        avg.append(average_bits([bits[n] for n in sensitivity.names], sensitivity.sizes))
+    return {"joint": np.array(joint), "summed": np.array(summed), "average_bits": np.array(avg)}
 
 
 def hessian_traces(loss_fn: Callable[[torch.nn.Module], torch.Tensor], module: torch.nn.Module,

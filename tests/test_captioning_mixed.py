@@ -98,3 +98,18 @@ def test_cli_per_layer_json(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "qlib.captioning", "evaluate", "--allocation", "greedy"], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "allocation" in bad.stderr
+
+
+def test_compare_allocations_rows_and_paired_intervals(cap):
+    from qlib.captioning import shapes_dataset
+
+    names = list(cm.agent_layers(cap))
+    allocs = {("uniform", False, "uniform", 4): dict.fromkeys(names, 4),
+              ("uniform", False, "same", 4): dict.fromkeys(names, 4),
+              ("uniform", False, "low", 4): dict.fromkeys(names, 1)}
+    rows = cm.compare_allocations(cap, shapes_dataset("image", "test", n=10), allocs, n_resamples=100)
+    assert [r["allocation"] for r in rows] == ["full precision", "uniform", "same", "low"]
+    same, low = rows[2], rows[3]
+    assert same["dCIDEr"] == same["dCIDEr_lo"] == same["dCIDEr_hi"] == 0.0  # identical captions: a tie at 0
+    assert low["average_bits"] == 1.0 and low["CIDEr_lo"] <= low["CIDEr"] <= low["CIDEr_hi"]
+    assert rows[0]["reaches_fp"] and "scene" in rows[0]

@@ -43,6 +43,9 @@ __all__ = [
     "bootstrap_mean",
     "paired_difference",
     "evaluate_mixed",
+    "compare_allocations",
+    "verdicts",
+    "smallest_reaching_fp",
 ]
 
 ALLOCATIONS = ("uniform", "per-layer")
@@ -291,4 +294,86 @@ def evaluate_mixed(model: str | os.PathLike | None = None, data: str | os.PathLi
                 "sensitivity": sensitivity if bits and allocation == "per-layer" else None,
                 "average_bits": avg, "bits_per_layer": bits, "model": str(model or "tiny-git"), "data": str(data),
                 "examples": [{"caption": c, "references": s.references} for c, s in zip(captions[:3], samples[:3])]})
+    return out
+
+
+def compare_allocations(cap: SplitCaptioner, samples: Sequence[Sample],
+                        allocations: Mapping[tuple[str, bool, str, int], Mapping[str, int]],
+                        n_resamples: int = 2000, seed: int = 0, batch_size: int = 50) -> list[dict[str, Any]]:
+    """Caption ``samples`` with every allocation and compare, with paired bootstrap intervals.
+
+    Parameters
+    ----------
+    allocations : mapping
+        ``(scheme, per_channel, label, bit_width) -> bits per layer``; ``label`` ``"uniform"``
+        must be present for every (scheme, per_channel, bit_width) that another label uses, as
+        the reference of the paired differences.
+
+    Returns
+    -------
+    list of dict
+        One row per allocation (and one ``"full precision"`` row first): ``CIDEr`` and ``scene``
+        means with 95 % intervals (``*_lo``, ``*_hi``), ``average_bits``, the paired difference to
+        the uniform allocation of the same quantizer, granularity and budget (``dCIDEr``,
+        ``dscene`` with intervals) and ``reaches_fp``: True when neither CIDEr nor scene accuracy
+        is worse than full precision beyond the interval (the paired interval of the
+        difference to full precision reaches 0).
+    """
+    from qlib.captioning.sweep import load_pixels
+
+    pixels = load_pixels(samples, "image")
+    layers = agent_layers(cap)
+    sizes = np.array(list(layers.values()), dtype=np.float64)
+    runs: dict[Any, list[str]] = {"fp": caption_with_bits(cap, pixels, None, batch_size=batch_size)}
+    for key, bits in allocations.items():
+        runs[key] = caption_with_bits(cap, pixels, bits, key[0], key[1], batch_size)
+    scores = per_sample_scores(runs, samples)
+    metrics = [m for m in ("CIDEr", "scene") if m in scores["fp"]]
+    rows = []
+    for key in runs:
+        sc = scores[key]
+        row: dict[str, Any] = ({"scheme": None, "per_channel": None, "allocation": "full precision",
+                                "bit_width": None, "average_bits": 32.0} if key == "fp" else
+                               {"scheme": key[0], "per_channel": key[1], "allocation": key[2], "bit_width": key[3],
+                                "average_bits": float(np.dot([allocations[key][n] for n in layers], sizes)
+                                                      / sizes.sum())})
+        reaches = True
+        for m in metrics:
+            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_mean(sc[m], n_resamples, seed)
+            if key != "fp":
+                ref = (key[0], key[1], "uniform", key[3])
+                if ref in scores:
+                    d = paired_difference(sc[m], scores[ref][m], n_resamples, seed)
+                    row[f"d{m}"], row[f"d{m}_lo"], row[f"d{m}_hi"] = d
+                reaches &= paired_difference(sc[m], scores["fp"][m], n_resamples, seed)[2] >= 0
+        row["reaches_fp"] = bool(reaches) if key != "fp" else True
+        rows.append(row)
+    return rows
+
+
+def verdicts(rows: Sequence[Mapping[str, Any]], allocation: str, metric: str = "CIDEr") -> dict[str, int]:
+    """Count the rows of :func:`compare_allocations` with this ``allocation`` that are better, tied or worse
+    than uniform in ``metric`` ("CIDEr" or "scene"): better/worse only when the paired interval excludes 0."""
+    out = {"better": 0, "tie": 0, "worse": 0}
+    for r in rows:
+        if r.get("allocation") != allocation or f"d{metric}_lo" not in r:
+            continue
+        lo, hi = r[f"d{metric}_lo"], r[f"d{metric}_hi"]
+        out["better" if lo > 0 else "worse" if hi < 0 else "tie"] += 1
+    return out
+
+
+def smallest_reaching_fp(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, bool, str], int | None]:
+    """Per (quantizer, per_channel, allocation), the smallest target bit-width whose row of
+    :func:`compare_allocations` is not worse than full precision (None: none in the grid)."""
+    out: dict[tuple[str, bool, str], int | None] = {}
+    for r in rows:
+        if r.get("bit_width") is None:
+            continue
+        key = (r["scheme"], r["per_channel"], r["allocation"])
+        best = out.get(key)
+        if r["reaches_fp"] and (best is None or r["bit_width"] < best):
+            out[key] = int(r["bit_width"])
+        else:
+            out.setdefault(key, None)
     return out
