@@ -6,6 +6,7 @@ CI scale (the defaults: shipped tiny GIT, generated shapes test set)::
 
     python -m qlib.captioning evaluate --json --n-samples 50
     python -m qlib.captioning evaluate --bit-width 4 --quantizer pot
+    python -m qlib.captioning evaluate --bit-width 2 --allocation per-layer --per-channel --json
     python -m qlib.captioning train     # the recipe of the shipped checkpoint (--out: where to; default in the cache)
 
 Paper scale (a GPU box with the hub and the data)::
@@ -34,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default=None, help="split to keep (Karpathy file: 'test')")
     ev.add_argument("--bit-width", type=int, default=None, help="agent encoder bit-width 1..16 (default: full precision)")
     ev.add_argument("--quantizer", choices=("uniform", "pot"), default="uniform")
+    ev.add_argument("--allocation", choices=("uniform", "per-layer"), default="uniform",
+                    help="per-layer: bit-widths per agent layer, parameter-weighted average <= --bit-width, "
+                    "chosen from a sensitivity table measured on training data (qlib.captioning.mixed)")
+    ev.add_argument("--per-channel", action="store_true", help="per-output-channel scales (default per tensor)")
     ev.add_argument("--n-samples", type=int, default=None, help="first K samples (default: all)")
     ev.add_argument("--device", default="cpu", help="cpu | cuda")
     ev.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
@@ -72,8 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     qlib.setup(seed=0, threads=args.threads, device=args.device)
     try:
         chosen = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-        result = evaluate(args.model, args.data, args.bit_width, args.quantizer, args.n_samples, args.device,
-                          args.dtype, args.split, args.image_root, metrics=chosen)
+        if args.allocation == "per-layer" or args.per_channel:
+            from qlib.captioning.mixed import evaluate_mixed
+
+            result = evaluate_mixed(args.model, args.data, args.bit_width, args.quantizer, args.allocation,
+                                    args.per_channel, args.n_samples, args.device, args.dtype, args.split,
+                                    args.image_root)
+        else:
+            result = evaluate(args.model, args.data, args.bit_width, args.quantizer, args.n_samples, args.device,
+                              args.dtype, args.split, args.image_root, metrics=chosen)
+            result.update(average_bits=result["bit_width"], bits_per_layer=None)  # None: all at bit_width
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -81,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, allow_nan=False))  # no NaN anywhere: an absent score is null
         return 0
     bits = "full precision" if result["bit_width"] is None else f"{result['bit_width']}-bit {result['quantizer']}"
+    if result.get("allocation") == "per-layer":
+        bits += f" per layer (average {result['average_bits']:.3f} bits)"
     print(f"{result['model']} on {result['data']} ({result['n_samples']} samples), agent encoder at {bits}")
     for k, v in result.items():
         if isinstance(v, float):
