@@ -252,9 +252,12 @@ def allocate_for_distortion(table: ArrayLike, sizes: ArrayLike, target: float,
     base = np.where(allowed, t, np.inf).min(axis=1, keepdims=True)
     shifted = np.where(allowed, t - base, np.inf)
     slack = max(float(target - base.sum()), 0.0)  # >= 0 up to rounding
+    # Excesses below the target's own rounding (relative 1e-12) cannot be told apart from 0 in
+    # float64 (e.g. 1 + 1e-247 == 1): such choices are allowed, and then the fewest bits win.
+    tol = 1e-12 * abs(float(target))
     # A choice whose excess over its layer's best alone exceeds the slack can never be taken.
-    allowed &= shifted <= slack * (1 + 1e-12)
-    if slack == 0.0 or np.all(allowed.sum(axis=1) == 1):
+    allowed &= shifted <= slack * (1 + 1e-12) + tol
+    if slack <= tol or np.all(allowed.sum(axis=1) == 1):
         return bw[np.where(allowed, bw[None, :], np.iinfo(np.int64).max).argmin(axis=1)]
     g = int(np.gcd.reduce(s))
     cost = np.where(allowed, (s // g)[:, None] * bw[None, :], np.inf).astype(np.float64)
