@@ -573,58 +573,70 @@ def _on_ray(spec: Mapping[str, Any], samples: Sequence[Sample], settings: list[S
         actors = [actor_cls.remote(spec["model"], spec["device"], spec["dtype"], spec["generate_kwargs"], threads)
                   for _ in range(workers)]
         try:
-            reported = ray.get([a.model_key.remote() for a in actors])
-        except ray.exceptions.RayError as exc:
-            raise RuntimeError(f"the Ray workers could not load {spec['model']!r}: {_cause(exc)}") from None
-        if spec.get("model_id"):  # the caller named the weights: the workers load them by name
-            reported = [{**r, "model": spec["model_id"]} for r in reported]
-        if any(r != reported[0] for r in reported) or (model_key is not None and reported[0] != _jsonable(model_key)):
-            raise RuntimeError("the Ray workers run another model, dtype or code version than this process "
-                               f"(workers: {reported[0]}, here: {model_key}); install the same qlib and "
-                               "packages on every node")
-        plan.set_model_key(reported[0])
-        todo: collections.deque[Setting] = collections.deque()
-        for s in settings:
-            caps, scored = plan.cached_captions(s), None
-            if caps is not None and (scored := plan.cached_metrics(s)) is not None:
-                plan.finish(s, caps, scored)
-                bar.update(1)
-            elif caps is not None:
-                plan.score({s: caps})
-                bar.update(1)
-            else:
-                todo.append(s)
-        failed: dict[Setting, str] = {}
-        if todo:
-            n_frames = spec.get("n_frames") or 4
-            pixels = ray.put(load_pixels(samples, kind, n_frames))  # sent once per node, shared by its workers
-            idle, inflight = list(actors), {}
-            # A hand-written queue, not ray.util.ActorPool: ActorPool does not say which input a
-            # failed result belonged to, and the failure must be reported per setting.
-            while todo or inflight:
-                while idle and todo:
-                    actor, s = idle.pop(), todo.popleft()
-                    inflight[actor.caption.remote(pixels, s, batch_size)] = (actor, s)
-                done, _ = ray.wait(list(inflight), num_returns=1)
-                actor, s = inflight.pop(done[0])
-                try:
-                    _, caps = ray.get(done[0])
-                except ray.exceptions.RayError as exc:
-                    failed[s] = _cause(exc)
-                    if not isinstance(exc, ray.exceptions.RayActorError):
-                        idle.append(actor)  # an error of this setting, the worker is fine
-                    if not idle and not inflight:  # every worker is gone for good
-                        failed.update({t: "no Ray worker left (all died after their restarts)" for t in todo})
-                        todo.clear()
-                    bar.update(1)
-                    continue
-                idle.append(actor)
-                plan.put_captions(s, caps)
-                plan.score({s: caps})
-                bar.update(1)
+            failed = _dispatch(ray, actors, spec, plan, samples, settings, kind, batch_size, model_key, bar)
+        finally:  # a session the caller keeps must not keep our actors (and their CPUs or GPUs)
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
     if failed:
         raise SweepFailed({s: failed[s] for s in settings if s in failed}, plan.ordered())
     return plan.ordered()
+
+
+def _dispatch(ray: Any, actors: list[Any], spec: Mapping[str, Any], plan: _Plan, samples: Sequence[Sample],
+             settings: list[Setting], kind: str, batch_size: int, model_key: Mapping[str, Any] | None,
+             bar: Any) -> dict[Setting, str]:
+    """Hand the uncached settings to idle actors and finish each as it returns; the failures by setting."""
+    try:
+        reported = ray.get([a.model_key.remote() for a in actors])
+    except ray.exceptions.RayError as exc:
+        raise RuntimeError(f"the Ray workers could not load {spec['model']!r}: {_cause(exc)}") from None
+    if spec.get("model_id"):  # the caller named the weights: the workers load them by name
+        reported = [{**r, "model": spec["model_id"]} for r in reported]
+    if any(r != reported[0] for r in reported) or (model_key is not None and reported[0] != _jsonable(model_key)):
+        raise RuntimeError("the Ray workers run another model, dtype or code version than this process "
+                           f"(workers: {reported[0]}, here: {model_key}); install the same qlib and "
+                           "packages on every node")
+    plan.set_model_key(reported[0])
+    todo: collections.deque[Setting] = collections.deque()
+    for s in settings:
+        caps, scored = plan.cached_captions(s), None
+        if caps is not None and (scored := plan.cached_metrics(s)) is not None:
+            plan.finish(s, caps, scored)
+            bar.update(1)
+        elif caps is not None:
+            plan.score({s: caps})
+            bar.update(1)
+        else:
+            todo.append(s)
+    failed: dict[Setting, str] = {}
+    if todo:
+        n_frames = spec.get("n_frames") or 4
+        pixels = ray.put(load_pixels(samples, kind, n_frames))  # sent once per node, shared by its workers
+        idle, inflight = list(actors), {}
+        # A hand-written queue, not ray.util.ActorPool: ActorPool does not say which input a
+        # failed result belonged to, and the failure must be reported per setting.
+        while todo or inflight:
+            while idle and todo:
+                actor, s = idle.pop(), todo.popleft()
+                inflight[actor.caption.remote(pixels, s, batch_size)] = (actor, s)
+            done, _ = ray.wait(list(inflight), num_returns=1)
+            actor, s = inflight.pop(done[0])
+            try:
+                _, caps = ray.get(done[0])
+            except ray.exceptions.RayError as exc:
+                failed[s] = _cause(exc)
+                if not isinstance(exc, ray.exceptions.RayActorError):
+                    idle.append(actor)  # an error of this setting, the worker is fine
+                if not idle and not inflight:  # every worker is gone for good
+                    failed.update({t: "no Ray worker left (all died after their restarts)" for t in todo})
+                    todo.clear()
+                bar.update(1)
+                continue
+            idle.append(actor)
+            plan.put_captions(s, caps)
+            plan.score({s: caps})
+            bar.update(1)
+    return failed
 
 
 def _cause(exc: BaseException) -> str:
