@@ -76,7 +76,8 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
                     "the model once")
     sw.add_argument("--address", default=None, help="join this Ray cluster ('auto' inside `ray job submit`); "
                     "default: a local Ray of --workers processes")
-    sw.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs Ray reserves per worker")
+    sw.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs Ray reserves per worker "
+                    "(default: 1 with --device cuda, else 0)")
     sw.add_argument("--max-retries", type=int, default=2, help="restarts of a dead worker / retries of its setting")
     sw.add_argument("--json", action="store_true", help="one JSON object per setting and line (keys of "
                     "evaluate --json)")

@@ -38,8 +38,8 @@ from qlib.captioning.data import Sample, cache_dir, load_frames, load_image, rea
 from qlib.captioning.metrics import METRICS, _check_metrics, evaluate_many
 from qlib.captioning.model import CHECKPOINTS, SplitCaptioner, load_captioner
 
-__all__ = ["load_samples", "load_pixels", "evaluate", "sweep", "run_sweep", "parse_settings", "result_record",
-           "SweepCache", "SweepFailed", "model_fingerprint", "data_fingerprint", "code_version", "Setting",
+__all__ = ["load_samples", "load_pixels", "evaluate", "sweep", "run_sweep", "ray_session", "parse_settings",
+           "result_record", "SweepCache", "SweepFailed", "model_fingerprint", "data_fingerprint", "code_version", "Setting",
            "CAPTION_CODE_VERSION"]
 
 #: One evaluation setting: (bit_width or None for full precision, quantizer scheme).
@@ -340,7 +340,8 @@ def parse_settings(bit_widths: str | Sequence[Any], quantizers: str | Sequence[s
             try:
                 parsed.append(int(b))
             except (TypeError, ValueError):
-                raise ValueError(f"bit_width must be an integer in 1…16 or 'fp' (full precision), got {b!r}") from None
+                raise ValueError(f"bit_width must be an integer in 1…16 or 'fp' (full precision), "
+                                 f"got {b!r}") from None
     settings: list[Setting] = [(None, schemes[0])] if None in parsed else []
     settings += [(b, q) for q in schemes for b in parsed if b is not None]
     return _check_settings(settings)
@@ -361,7 +362,7 @@ class SweepFailed(RuntimeError):
 def sweep(captioner: SplitCaptioner, samples: Sequence[Sample], settings: Iterable[Setting], kind: str = "image",
           data_id: str = "data", cache: str | os.PathLike | None = "auto", metrics: Sequence[str] = METRICS,
           progress: bool = True, batch_size: int = 50, model_id: str | None = None, *, workers: int = 0,
-          address: str | None = None, gpus_per_worker: float = 0, threads: int = 1, max_retries: int = 2,
+          address: str | None = None, gpus_per_worker: float | None = None, threads: int = 1, max_retries: int = 2,
           on_result: Callable[[Setting, dict[str, Any]], None] | None = None) -> dict[Setting, dict[str, Any]]:
     """Captions and scores of ``samples`` for every (bit_width, quantizer) setting, cached on disk.
 
@@ -401,7 +402,7 @@ def sweep(captioner: SplitCaptioner, samples: Sequence[Sample], settings: Iterab
     metrics = _check_metrics(metrics)
     if not samples:
         raise ValueError("samples must be non-empty")
-    _check_workers(workers, gpus_per_worker, max_retries)
+    gpus_per_worker = _check_workers(workers, gpus_per_worker, max_retries, captioner.device.type)
     key = _model_key(captioner, model_id)
     if not workers:
         return _serial(captioner, samples, settings, kind, data_id, cache, metrics, progress, batch_size, key,
@@ -413,13 +414,17 @@ def sweep(captioner: SplitCaptioner, samples: Sequence[Sample], settings: Iterab
                    workers, address, gpus_per_worker, threads, max_retries, on_result)
 
 
-def _check_workers(workers: Any, gpus_per_worker: Any, max_retries: Any) -> None:
+def _check_workers(workers: Any, gpus_per_worker: Any, max_retries: Any, device: str) -> float:
+    """Check the Ray arguments; the GPUs per worker (``None``: one on a CUDA device, else none)."""
+    if gpus_per_worker is None:
+        gpus_per_worker = 1 if str(device).startswith("cuda") else 0
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0 (0: serial, in this process), got {workers!r}")
     if not isinstance(gpus_per_worker, (int, float)) or not gpus_per_worker >= 0:
         raise ValueError(f"gpus_per_worker must be a number >= 0, got {gpus_per_worker!r}")
     if isinstance(max_retries, bool) or not isinstance(max_retries, (int, np.integer)) or max_retries < 0:
         raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    return gpus_per_worker
 
 
 class _Plan:
@@ -530,9 +535,19 @@ class _CaptionWorker:
 
 
 @contextlib.contextmanager
-def _ray_session(workers: int, address: str | None) -> Iterator[Any]:
-    """Ray, started here (local, ``workers`` CPUs) or joined (``address``); shut down on every exit
-    path unless the caller had already initialised it (then it is theirs to keep)."""
+def ray_session(workers: int = 0, address: str | None = None) -> Iterator[Any]:
+    """Ray, started here (a local instance with ``workers`` CPUs) or joined (``address``), and shut
+    down on every exit path, unless it was already initialised (then it is the caller's to keep).
+
+    Sweeps inside the block share it (one start-up for several sweeps)::
+
+        with sweep.ray_session(workers):          # workers=0 and no address: no Ray at all
+            a = sweep.sweep(cap_a, ..., workers=workers)
+            b = sweep.sweep(cap_b, ..., workers=workers)
+    """
+    if not workers and address is None:
+        yield None
+        return
     try:
         import ray
     except ImportError:  # pragma: no cover - ray is a pinned dependency
@@ -565,7 +580,7 @@ def _on_ray(spec: Mapping[str, Any], samples: Sequence[Sample], settings: list[S
     are scored here (one scorer, so scores equal the serial run's: CIDEr's document frequencies
     come from the references only, and every setting is captioned whole, never sharded)."""
     plan = _Plan(samples, settings, data_id, cache, metrics, batch_size, on_result)
-    with _ray_session(workers, address) as ray, _bar(settings, progress) as bar:
+    with ray_session(workers, address) as ray, _bar(settings, progress) as bar:
         # max_restarts: a dead worker process is restarted (model reloaded); max_task_retries:
         # the setting it was captioning is resubmitted to it.
         actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=max_retries,
@@ -652,7 +667,8 @@ def run_sweep(model: str | os.PathLike | None = None, data: str | os.PathLike = 
               settings: Iterable[Setting] = ((None, "uniform"),), *, n_samples: int | None = None,
               split: str | None = None, image_root: str | os.PathLike | None = None, device: str = "cpu",
               dtype: str = "float32", metrics: Sequence[str] = METRICS, cache: str | os.PathLike | None = "auto",
-              batch_size: int = 50, workers: int = 0, address: str | None = None, gpus_per_worker: float = 0,
+              batch_size: int = 50, workers: int = 0, address: str | None = None,
+              gpus_per_worker: float | None = None,
               threads: int = 1, max_retries: int = 2, progress: bool = True,
               on_result: Callable[[Setting, dict[str, Any]], None] | None = None
               ) -> tuple[dict[Setting, dict[str, Any]], list[Sample]]:
@@ -672,8 +688,8 @@ def run_sweep(model: str | os.PathLike | None = None, data: str | os.PathLike = 
     address : str, optional
         Join an existing Ray cluster (``"auto"`` or ``"ray://head:10001"``); every node needs
         qlib and the model (or hub access), as with ``ray job submit --working-dir .``.
-    gpus_per_worker : float
-        GPUs Ray reserves for each actor (e.g. 1 with ``device="cuda"``).
+    gpus_per_worker : float, optional
+        GPUs Ray reserves for each actor (default: 1 with ``device="cuda"``, else 0).
     max_retries : int
         Restarts of a dead worker and retries of the setting it held; a setting that still
         fails raises :class:`SweepFailed` after every other setting is done and cached.
@@ -685,7 +701,7 @@ def run_sweep(model: str | os.PathLike | None = None, data: str | os.PathLike = 
     """
     settings = _check_settings(settings)
     _check_metrics(metrics)
-    _check_workers(workers, gpus_per_worker, max_retries)
+    gpus_per_worker = _check_workers(workers, gpus_per_worker, max_retries, device)
     samples, kind, data_id = load_samples(data, n_samples, split, image_root)
     if model is None:
         model = "tiny-git-video" if kind == "video" else "tiny-git"
