@@ -32,7 +32,10 @@ KW = {"n_samples": N, "metrics": ["CIDEr"], "progress": False}
 def session():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     temp = tempfile.mkdtemp(prefix="qray-")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False, logging_level="ERROR")
+    if os.environ.get("RAY_ADDRESS"):  # a running Ray (as the sweep itself would join)
+        ray.init(log_to_driver=False, logging_level="ERROR")
+    else:
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False, logging_level="ERROR")
     try:
         yield ray
     finally:
@@ -53,15 +56,16 @@ def _same(a, b):
 
 def _kill_workers_once(killed):
     """An on_result callback: at the first finished setting, SIGKILL every caption worker of this
-    session (descendants of this process), so the settings they hold are in flight."""
+    user (only the sweep under test runs them), so the settings they hold are in flight."""
     import psutil
 
     def kill(setting, result):
         if killed:
             return
-        for proc in psutil.Process().children(recursive=True):
+        for proc in psutil.process_iter():
             try:
-                if proc.cmdline() and proc.cmdline()[0].startswith("ray::_CaptionWorker"):
+                if proc.uids().real == os.getuid() and proc.cmdline() and \
+                        proc.cmdline()[0].startswith("ray::_CaptionWorker"):
                     proc.kill()
                     killed.append(proc.pid)
             except psutil.Error:

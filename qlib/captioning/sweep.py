@@ -536,7 +536,8 @@ class _CaptionWorker:
 
 @contextlib.contextmanager
 def ray_session(workers: int = 0, address: str | None = None) -> Iterator[Any]:
-    """Ray, started here (a local instance with ``workers`` CPUs) or joined (``address``), and shut
+    """Ray, started here (a local instance with ``workers`` CPUs) or joined (``address``, else
+    ``$RAY_ADDRESS`` if set), and shut
     down on every exit path, unless it was already initialised (then it is the caller's to keep).
 
     Sweeps inside the block share it (one start-up for several sweeps)::
@@ -545,6 +546,7 @@ def ray_session(workers: int = 0, address: str | None = None) -> Iterator[Any]:
             a = sweep.sweep(cap_a, ..., workers=workers)
             b = sweep.sweep(cap_b, ..., workers=workers)
     """
+    address = address or os.environ.get("RAY_ADDRESS") or None  # Ray's convention (`ray job submit` sets it)
     if not workers and address is None:
         yield None
         return
@@ -634,23 +636,29 @@ def _dispatch(ray: Any, actors: list[Any], spec: Mapping[str, Any], plan: _Plan,
             while idle and todo:
                 actor, s = idle.pop(), todo.popleft()
                 inflight[actor.caption.remote(pixels, s, batch_size)] = (actor, s)
-            done, _ = ray.wait(list(inflight), num_returns=1)
-            actor, s = inflight.pop(done[0])
-            try:
-                _, caps = ray.get(done[0])
-            except ray.exceptions.RayError as exc:
-                failed[s] = _cause(exc)
-                if not isinstance(exc, ray.exceptions.RayActorError):
-                    idle.append(actor)  # an error of this setting, the worker is fine
-                if not idle and not inflight:  # every worker is gone for good
-                    failed.update({t: "no Ray worker left (all died after their restarts)" for t in todo})
-                    todo.clear()
-                bar.update(1)
-                continue
-            idle.append(actor)
-            plan.put_captions(s, caps)
-            plan.score({s: caps})
-            bar.update(1)
+            ray.wait(list(inflight), num_returns=1)
+            # Everything finished by now is scored in one tokenizer (JVM) call.
+            done, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
+            ready: dict[Setting, list[str]] = {}
+            for ref in done:
+                actor, s = inflight.pop(ref)
+                try:
+                    _, caps = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    failed[s] = _cause(exc)
+                    if not isinstance(exc, ray.exceptions.RayActorError):
+                        idle.append(actor)  # an error of this setting, the worker is fine
+                    bar.update(1)
+                    continue
+                idle.append(actor)
+                plan.put_captions(s, caps)
+                ready[s] = caps
+            if not idle and not inflight and todo:  # every worker is gone for good
+                failed.update({t: "no Ray worker left (all died after their restarts)" for t in todo})
+                bar.update(len(todo))
+                todo.clear()
+            plan.score(ready)
+            bar.update(len(ready))
     return failed
 
 
