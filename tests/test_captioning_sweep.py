@@ -108,3 +108,24 @@ def test_parse_settings():
         sw.parse_settings("0", "pot")
     with pytest.raises(ValueError, match="quantizer must be"):
         sw.parse_settings("2", "uniform,log")
+
+
+def test_sweep_command_prints_one_evaluate_record_per_setting(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    env = {**os.environ, "QBOOK_CACHE": str(tmp_path)}
+    args = [sys.executable, "-m", "qlib.captioning", "sweep", "--bit-widths", "2", "--quantizers", "uniform,pot",
+            "--n-samples", "6", "--metrics", "CIDEr", "--json", "--no-progress"]
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [json.loads(ln) for ln in out.stdout.splitlines()]
+    assert [(r["bit_width"], r["quantizer"]) for r in lines] == [(2, "uniform"), (2, "pot")]
+    one = sw.evaluate(bit_width=2, quantizer="pot", n_samples=6, metrics=["CIDEr"])
+    assert list(lines[1]) == list(one) and lines[1] == json.loads(json.dumps(one))  # evaluate --json's record
+    bad = subprocess.run(args[:5] + ["0,2"] + args[6:], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 2 and "bit_width must be an integer in 1…16" in bad.stderr and not bad.stdout

@@ -39,8 +39,8 @@ from qlib.captioning.metrics import METRICS, _check_metrics, evaluate_many
 from qlib.captioning.model import CHECKPOINTS, SplitCaptioner, load_captioner
 
 __all__ = ["load_samples", "load_pixels", "evaluate", "sweep", "run_sweep", "ray_session", "parse_settings",
-           "result_record", "SweepCache", "SweepFailed", "model_fingerprint", "data_fingerprint", "code_version", "Setting",
-           "CAPTION_CODE_VERSION"]
+           "result_record", "SweepCache", "SweepFailed", "model_fingerprint", "data_fingerprint", "code_version",
+           "Setting", "CAPTION_CODE_VERSION"]
 
 #: One evaluation setting: (bit_width or None for full precision, quantizer scheme).
 Setting = tuple[Any, str]
