@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -105,6 +106,7 @@ def test_the_driver_killed_with_sigkill_resumes_only_the_missing_settings(tmp_pa
             "uniform,pot", "--n-samples", str(N), "--metrics", "CIDEr", "--json", "--workers", "2",
             "--no-progress", "--cache", str(tmp_path / "cache")]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    temp_before = set(pathlib.Path("/tmp").glob("qray-*"))
     driver = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                               start_new_session=True)
     try:
@@ -129,3 +131,5 @@ def test_the_driver_killed_with_sigkill_resumes_only_the_missing_settings(tmp_pa
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in cache.glob("*.json")}
     assert all(after[name] == stamp for name, stamp in before.items())  # finished entries not redone
     assert len([n for n in after if n.startswith("metrics-")]) == len(SETTINGS)
+    for left in set(pathlib.Path("/tmp").glob("qray-*")) - temp_before:  # the killed driver's Ray logs
+        shutil.rmtree(left, ignore_errors=True)
