@@ -36,7 +36,7 @@ def _captioner(samples):
 
 
 def test_an_interrupted_sweep_resumes_where_it_stopped(samples, tmp_path, monkeypatch):
-    cache = tmp_path / "sweep.json"
+    cache = tmp_path / "sweeps"
     reference = sw.sweep(_captioner(samples), samples, SETTINGS, cache=None, metrics=["CIDEr"], progress=False)
 
     captioner = _captioner(samples)
@@ -52,9 +52,9 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(samples, tmp_path, monkey
     monkeypatch.setattr(SplitCaptioner, "caption", interrupted)
     with pytest.raises(KeyboardInterrupt):
         sw.sweep(captioner, samples, SETTINGS, cache=cache, metrics=["CIDEr"], progress=False)
-    stored = json.loads(cache.read_text())  # a complete JSON file: the writes are atomic
-    assert len(stored) == 3 and all("captions" in v and "metrics" not in v for v in stored.values())
-    assert not list(tmp_path.glob("*.tmp"))
+    stored = [json.loads(p.read_text()) for p in cache.iterdir()]  # complete JSON files: the writes are atomic
+    assert len(stored) == 3 and all(set(v) == {"key", "captions"} for v in stored)
+    assert not list(cache.glob("*.tmp"))
 
     calls.clear()
     monkeypatch.setattr(SplitCaptioner, "caption", lambda self, *a, **k: calls.append(k.get("bit_width"))
@@ -68,18 +68,19 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(samples, tmp_path, monkey
 
 
 def test_cache_keys_separate_models_and_sample_counts(samples, tmp_path):
-    cache = tmp_path / "c.json"
+    cache = tmp_path / "c"
     a = sw.sweep(_captioner(samples), samples, SETTINGS[:1], cache=cache, metrics=["CIDEr"], progress=False)
     sw.sweep(_captioner(samples), samples[:3], SETTINGS[:1], cache=cache, metrics=["CIDEr"], progress=False,
              model_id="another")
-    assert len(json.loads(cache.read_text())) == 2
+    assert len(list(cache.glob("captions-*.json"))) == 2
     assert a[SETTINGS[0]]["metrics"]["scene_accuracy"] >= 0
 
 
 def test_a_damaged_cache_is_rebuilt_not_fatal(samples, tmp_path):
     cache = tmp_path / "c.json"
     cache.write_text("{not json")
-    out = sw.sweep(_captioner(samples), samples, SETTINGS[:1], cache=cache, metrics=["CIDEr"], progress=False)
+    with pytest.warns(RuntimeWarning, match="moved aside"):
+        out = sw.sweep(_captioner(samples), samples, SETTINGS[:1], cache=cache, metrics=["CIDEr"], progress=False)
     assert "CIDEr" in out[SETTINGS[0]]["metrics"]
 
 
@@ -92,3 +93,39 @@ def test_bad_settings(samples):
         sw.load_samples("shapes", n_samples=0)
     with pytest.raises(ValueError, match="data must be"):
         sw.load_samples("no-such-data")
+    with pytest.raises(ValueError, match="workers"):
+        sw.sweep(_captioner(samples), samples, [(4, "pot")], cache=None, workers=-1)
+    with pytest.raises(ValueError, match="settings must not repeat"):
+        sw.sweep(_captioner(samples), samples, [(4, "pot"), (4, "pot")], cache=None)
+
+
+def test_parse_settings():
+    assert sw.parse_settings("2,8", "uniform,pot") == [(2, "uniform"), (8, "uniform"), (2, "pot"), (8, "pot")]
+    assert sw.parse_settings("fp,4", "pot") == [(None, "pot"), (4, "pot")]
+    with pytest.raises(ValueError, match="bit_width must be an integer in 1…16"):
+        sw.parse_settings("2,x", "pot")
+    with pytest.raises(ValueError, match="bit_width must be an integer in 1…16"):
+        sw.parse_settings("0", "pot")
+    with pytest.raises(ValueError, match="quantizer must be"):
+        sw.parse_settings("2", "uniform,log")
+
+
+def test_sweep_command_prints_one_evaluate_record_per_setting(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    env = {**os.environ, "QBOOK_CACHE": str(tmp_path)}
+    args = [sys.executable, "-m", "qlib.captioning", "sweep", "--bit-widths", "2", "--quantizers", "uniform,pot",
+            "--n-samples", "6", "--metrics", "CIDEr", "--json", "--no-progress"]
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [json.loads(ln) for ln in out.stdout.splitlines()]
+    assert [(r["bit_width"], r["quantizer"]) for r in lines] == [(2, "uniform"), (2, "pot")]
+    one = sw.evaluate(bit_width=2, quantizer="pot", n_samples=6, metrics=["CIDEr"])
+    assert list(lines[1]) == list(one) and lines[1] == json.loads(json.dumps(one))  # evaluate --json's record
+    bad = subprocess.run(args[:5] + ["0,2"] + args[6:], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 2 and "bit_width must be an integer in 1…16" in bad.stderr and not bad.stdout

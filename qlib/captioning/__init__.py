@@ -7,7 +7,7 @@
 - :mod:`qlib.captioning.sweep`    evaluation over bit-widths and quantizers, cached on disk
 - :mod:`qlib.captioning.budgets`  designs of :mod:`qlib.design` across budgets joined with the measured quality
 
-Command line: ``python -m qlib.captioning evaluate|train`` (see ``--help``).
+Command line: ``python -m qlib.captioning evaluate|sweep|train`` (see ``--help``).
 """
 
 from qlib.captioning.data import Sample, read_coco, read_vatex, scene_accuracy, shapes_dataset

@@ -1,4 +1,4 @@
-"""Command line: ``python -m qlib.captioning evaluate|train`` (paper Sec. VI-C).
+"""Command line: ``python -m qlib.captioning evaluate|sweep|train`` (paper Sec. VI-C).
 
 Examples
 --------
@@ -8,6 +8,7 @@ CI scale (the defaults: shipped tiny GIT, generated shapes test set)::
     python -m qlib.captioning evaluate --bit-width 4 --quantizer pot
     python -m qlib.captioning evaluate --bit-width 2 --allocation per-layer --per-channel --json
     python -m qlib.captioning train     # the recipe of the shipped checkpoint (--out: where to; default in the cache)
+    python -m qlib.captioning sweep --bit-widths 2,8 --quantizers uniform,pot --n-samples 50 --json --workers 2
 
 Paper scale (a GPU box with the hub and the data)::
 
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="comma-separated subset of CIDEr,BLEU-4,METEOR,ROUGE-L (METEOR starts a JVM: skip it "
                     "for speed); SPICE is not offered, it downloads a model at run time")
     ev.add_argument("--json", action="store_true", help="print one JSON object with the metric names as keys")
+    _add_sweep_parser(sub)
     tr = sub.add_parser("train", help="train the CI-scale tiny GIT on the generated shapes data")
     tr.add_argument("--out", default=None, help="output folder (config, safetensors, vocab.json, train_log.json); "
                     "default: captioners/tiny-git[-video]-seed<seed> under the cache ($QBOOK_CACHE or ~/.cache/qbook)")
@@ -57,6 +59,87 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--n-train", type=int, default=None, help="first N training samples (default: all 4,000)")
     tr.add_argument("--threads", type=int, default=1)
     return p
+
+
+def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
+    sw = sub.add_parser("sweep", help="caption and score a grid of bit-widths x quantizers (cached; Ray with "
+                        "--workers)")
+    sw.add_argument("--bit-widths", default="1,2,4,8", help="comma-separated, 1..16; 'fp' = full precision")
+    sw.add_argument("--quantizers", default="uniform,pot", help="comma-separated subset of uniform,pot")
+    sw.add_argument("--model", default=None, help="as for evaluate")
+    sw.add_argument("--data", default="shapes", help="as for evaluate")
+    sw.add_argument("--image-root", default=None)
+    sw.add_argument("--split", default=None)
+    sw.add_argument("--n-samples", type=int, default=None, help="first K samples (default: all)")
+    sw.add_argument("--device", default="cpu", help="cpu | cuda (with --workers: the workers' device)")
+    sw.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    sw.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    sw.add_argument("--metrics", default="CIDEr,BLEU-4,METEOR,ROUGE-L", help="as for evaluate")
+    sw.add_argument("--batch-size", type=int, default=50)
+    sw.add_argument("--cache", default="auto", help="cache folder ('auto': $QBOOK_CACHE/captioning/sweeps; "
+                    "'none': no cache)")
+    sw.add_argument("--workers", type=int, default=0, help="0: serial (default); N: N Ray workers, each loading "
+                    "the model once")
+    sw.add_argument("--address", default=None, help="join this Ray cluster ('auto' inside `ray job submit`); "
+                    "default: a local Ray of --workers processes")
+    sw.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs Ray reserves per worker "
+                    "(default: 1 with --device cuda, else 0)")
+    sw.add_argument("--max-retries", type=int, default=2, help="restarts of a dead worker / retries of its setting")
+    sw.add_argument("--json", action="store_true", help="one JSON object per setting and line (keys of "
+                    "evaluate --json)")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _sweep_command(args: argparse.Namespace) -> int:
+    """Print each setting's record as soon as it and every setting before it are done (a stable order
+    that still streams); exit 1 naming each setting that failed on every try."""
+    from qlib.captioning import sweep as sw
+
+    try:
+        settings = sw.parse_settings(args.bit_widths, args.quantizers)
+        chosen = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+        samples, kind, _ = sw.load_samples(args.data, args.n_samples, args.split, args.image_root)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    model = args.model or ("tiny-git-video" if kind == "video" else "tiny-git")
+    done: dict = {}
+    printed = [0]
+
+    def emit(setting, result) -> None:
+        done[setting] = result
+        while printed[0] < len(settings) and settings[printed[0]] in done:
+            s = settings[printed[0]]
+            rec = sw.result_record(done[s], s, samples, model, args.data)
+            if args.json:
+                print(json.dumps(rec, allow_nan=False), flush=True)
+            else:
+                bits = "full precision" if s[0] is None else f"{s[0]:>2}-bit {s[1]:<7}"
+                print(bits + "  " + "  ".join(f"{k} {v:.4f}" for k, v in rec.items() if isinstance(v, float)),
+                      flush=True)
+            printed[0] += 1
+
+    try:
+        sw.run_sweep(model, args.data, settings, n_samples=args.n_samples, split=args.split,
+                     image_root=args.image_root, device=args.device, dtype=args.dtype, metrics=chosen,
+                     cache=None if args.cache == "none" else args.cache, batch_size=args.batch_size,
+                     workers=args.workers, address=args.address, gpus_per_worker=args.gpus_per_worker,
+                     threads=args.threads, max_retries=args.max_retries, progress=not args.no_progress,
+                     on_result=emit)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (sw.SweepFailed, RuntimeError) as exc:
+        failed = getattr(exc, "failed", {})
+        for s in settings:  # the settings after a failed one were held back to keep the order
+            if s in done and settings.index(s) >= printed[0]:
+                rec = sw.result_record(done[s], s, samples, model, args.data)
+                print(json.dumps(rec, allow_nan=False) if args.json else rec, flush=True)
+        print(f"error: {exc}", file=sys.stderr)
+        for s, msg in failed.items():
+            print(f"error: bit_width={s[0]} quantizer={s[1]} failed: {msg}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_captioner(out, kind=args.kind, epochs=args.epochs, seed=args.seed, n_train=args.n_train,
                         threads=args.threads, patch_size=args.patch_size)
         return 0
+    if args.command == "sweep":
+        qlib.setup(seed=0, threads=args.threads, device="cpu")  # --device is checked where it runs
+        return _sweep_command(args)
     from qlib.captioning.sweep import evaluate
 
     qlib.setup(seed=0, threads=args.threads, device=args.device)
