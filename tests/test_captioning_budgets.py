@@ -112,3 +112,13 @@ def test_identical_designs_tie_and_far_apart_bit_widths_do_not():
     cmp = {c["method"]: c for c in budgets.compare_methods(rows, scores, "uniform", name="acc", reference="exact")}
     assert cmp["ppo"]["verdict"] == "tie" and cmp["ppo"]["difference"] == 0.0
     assert cmp["fixed-frequency"]["verdict"] == "reference better"
+
+
+def test_plateau_is_where_the_bit_widths_tie_with_full_precision():
+    curve = {1: 0.0, 2: 0.05, 3: 0.5, 4: 0.88, 5: 0.9, 6: 0.9, None: 0.9}
+    scores = {f"s{k}": {(b, "uniform"): v for (b, _), v in _runs({b: p for b, p in curve.items()}, n=300,
+                                                                  seed=k).items()} for k in range(2)}
+    out = budgets.versus_full_precision(scores, [1, 2, 3, 4, 5, 6], "uniform", "acc")
+    verdicts = [r["verdict"] for r in out["rows"]]
+    assert verdicts[:3] == ["below"] * 3 and out["plateau"] in (4, 5)
+    assert all(v == "tie" for v in verdicts[out["plateau"] - 1:])

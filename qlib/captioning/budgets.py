@@ -22,7 +22,7 @@ import numpy as np
 from qlib import design, system
 
 __all__ = ["METHODS", "METHOD_LABELS", "AGENT_MODULES", "VIDEO_FRAMES", "workload", "budget_sweep",
-           "attach_quality", "quality_table", "compare_methods", "profile_designs", "ppo_available"]
+           "attach_quality", "quality_table", "compare_methods", "versus_full_precision", "profile_designs", "ppo_available"]
 
 #: Frames per clip, for the quality *and* the cost of a video captioner: the paper samples four
 #: frames per VaTeX clip (Sec. VI-C). Its 212.27 GFLOPs for GIT-base count the six frames of the
@@ -92,6 +92,8 @@ def _solve(problem: design.Problem, method: str, seed: int) -> design.Solution:
     if method == "exact":
         return design.solve_exact(problem)
     if method == "ppo":
+        import qlib.ppo_env  # noqa: F401 - the PPO baseline registers itself as method "ppo" of qlib.design
+
         return design.solve_ppo(problem)
     if method == "fixed-frequency":
         return design.solve_fixed_frequency(problem)
@@ -261,6 +263,40 @@ def compare_methods(rows: Sequence[Mapping[str, Any]], scores: Mapping[str, Mapp
                        verdict="tie" if tie else ("reference better" if ci[0] > 0 else "reference worse"))
             out.append(row)
     return out
+
+
+def versus_full_precision(scores: Mapping[str, Mapping[Any, Any]], bit_widths: Sequence[int], quantizer: str,
+                          name: str, full: Any = (None, "uniform")) -> dict[str, Any]:
+    """Each bit-width against full precision, seed mean minus seed mean, with paired intervals.
+
+    Returns
+    -------
+    dict
+        ``rows``: per bit-width ``bit_width``, ``difference``, ``ci95``, ``verdict``
+        (``"tie"``, ``"below"``, ``"above"``); ``plateau``: the smallest bit-width from which no
+        measured larger one is significantly below full precision (None if even the largest is).
+    """
+    from qlib.captioning.metrics import bootstrap_interval
+
+    models = list(scores)
+    k = len(models)
+    rows = []
+    for b in bit_widths:
+        runs = [scores[m][(b, quantizer)] for m in models] + [scores[m][full] for m in models]
+        vals = [r.value(name) for r in runs]
+        if any(v is None for v in vals):
+            rows.append({"bit_width": b, "difference": None, "ci95": None, "verdict": "undefined"})
+            continue
+        ci = bootstrap_interval(runs, name, combine=lambda v: v[:k].mean(0) - v[k:].mean(0))
+        verdict = "tie" if ci is None or ci[0] <= 0 <= ci[1] else ("below" if ci[1] < 0 else "above")
+        rows.append({"bit_width": b, "difference": float(np.mean(vals[:k]) - np.mean(vals[k:])), "ci95": ci,
+                     "verdict": verdict})
+    plateau = None
+    for i in range(len(rows) - 1, -1, -1):
+        if rows[i]["verdict"] in ("below", "undefined"):
+            break
+        plateau = rows[i]["bit_width"]
+    return {"rows": rows, "plateau": plateau}
 
 
 def profile_designs(n_flop_agent: float, n_flop_server: float, f_profiles: Mapping[str, float],
