@@ -19,8 +19,8 @@ resamples, seed :data:`BOOTSTRAP_SEED`); a difference between two runs on the sa
 *paired* bootstrap (the same resampled samples for both). CIDEr-D's document frequencies come
 from the whole reference set and stay fixed in the bootstrap: it resamples the per-image scores,
 not the IDF (recomputing the IDF per resample would measure a different metric per resample).
-METEOR's corpus score is computed by its Java scorer from aggregated alignments; its interval is
-that of the mean segment METEOR.
+METEOR's corpus score is computed by its Java scorer from aggregated alignments; its interval
+resamples the segment scores shifted by the (fixed) offset between their mean and the corpus score.
 """
 
 from __future__ import annotations
@@ -222,7 +222,12 @@ def _score_components(candidates: Mapping[Any, list[str]], references: Mapping[A
         # METEOR's Java side rejects empty hypotheses; an empty caption scores 0 either way.
         safe = {k: [v[0] if v[0].strip() else "empty"] for k, v in res.items()}
         total, per = _meteor_scorer().compute_score(gts, safe)
-        comps["METEOR"] = np.column_stack([np.asarray(per, dtype=float), ones])
+        per = np.asarray(per, dtype=float)
+        # The Java scorer aggregates alignment statistics over the corpus (its fragmentation
+        # penalty is not a mean of segment scores) and cannot be rerun per resample at any
+        # sensible cost; the segment scores are shifted by the aggregation offset, held fixed,
+        # so that they average to the corpus score and resample around it.
+        comps["METEOR"] = np.column_stack([per + (float(total) - per.mean()), ones])
         corpus["METEOR"] = float(total)
     if "ROUGE-L" in metrics:
         per = np.asarray(Rouge().compute_score(gts, res)[1], dtype=float)
