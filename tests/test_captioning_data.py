@@ -103,3 +103,24 @@ def test_bad_input_raises_value_error(tmp_path):
         sample_frame_indices(8, 0)
     with pytest.raises(ValueError, match="kind"):
         data.shapes_dataset("audio")
+
+
+def test_scene_checks_are_the_per_sample_counts_of_scene_accuracy():
+    truth = [{"objects": [{"colour": "red", "shape": "circle", "size": "large", "position": "top left"}]},
+             {"objects": [{"colour": "blue", "shape": "square", "size": "small", "position": "top right"},
+                          {"colour": "red", "shape": "circle", "size": "large", "position": "bottom left"}]}]
+    caps = ["a large red circle in the bottom right", "a blue square above a red circle"]
+    rows = data.scene_checks(caps, truth)
+    assert rows[0] == {"scene": 0, "count": 1, "objects": 1, "colour": 1, "shape": 1,
+                       "position_stated": 1, "position_right": 0}
+    assert rows[1]["scene"] == 1 and rows[1]["position_stated"] == 1 and rows[1]["objects"] == 2
+    acc = scene_accuracy(caps, truth)
+    assert acc["scene"] == 0.5 and acc["position"] == 0.5 and acc["colour"] == 1.0
+
+
+@pytest.mark.parametrize("reader", [read_coco, read_vatex])
+def test_malformed_json_names_the_file(tmp_path, reader):
+    bad = tmp_path / "broken_annotations.json"
+    bad.write_text('{"images": [1, 2,')
+    with pytest.raises(ValueError, match="broken_annotations.json.*not valid JSON.*line 1"):
+        reader(bad)

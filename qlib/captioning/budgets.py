@@ -21,8 +21,14 @@ import numpy as np
 
 from qlib import design, system
 
-__all__ = ["METHODS", "METHOD_LABELS", "AGENT_MODULES", "workload", "budget_sweep", "attach_quality",
-           "profile_designs", "ppo_available"]
+__all__ = ["METHODS", "METHOD_LABELS", "AGENT_MODULES", "VIDEO_FRAMES", "workload", "budget_sweep",
+           "attach_quality", "quality_table", "compare_methods", "versus_full_precision", "profile_designs", "ppo_available"]
+
+#: Frames per clip, for the quality *and* the cost of a video captioner: the paper samples four
+#: frames per VaTeX clip (Sec. VI-C). Its 212.27 GFLOPs for GIT-base count the six frames of the
+#: checkpoint's temporal embeddings instead (``qlib.costs``, ``n_frames=6``); we count the frames
+#: the model is evaluated on, so cost and quality describe the same computation.
+VIDEO_FRAMES = 4
 
 #: Solver names in the order of the paper's legends.
 METHODS = ("sca", "exact", "ppo", "fixed-frequency", "random-feasible")
@@ -47,17 +53,27 @@ def workload(name: str, n_frames: int | None = None) -> Any:
     name : str
         A cost-table name or hub id (``"blip2-opt-2.7b"``, ``"git-base-vatex"``, ...).
     n_frames : int, optional
-        Video frames (default: the model config's, 6 for GIT-VaTeX).
+        Video frames of a video model (default :data:`VIDEO_FRAMES` = 4, the frames the paper
+        samples per clip and the frames the quality is measured on; the checkpoint's maximum,
+        6 for GIT-VaTeX, gives the paper's 212 GFLOPs). Ignored by image models (one image).
 
     Returns
     -------
     qlib.costs.ModelCosts
+
+    Notes
+    -----
+    The one source of the workload split for chapters 05, 06 and 07.
     """
     from qlib.costs import load_config, model_costs
 
-    kind = getattr(load_config(name), "model_type", "")
+    config = load_config(name)
+    kind = getattr(config, "model_type", "")
     if kind not in AGENT_MODULES:
         raise ValueError(f"name must be a GIT or BLIP-2 model, got {name!r} (model_type={kind!r})")
+    video = bool(getattr(config, "num_image_with_embedding", None) or getattr(config, "num_frames", None))
+    if n_frames is None and video:
+        n_frames = VIDEO_FRAMES
     return model_costs(name, n_frames=n_frames, agent_modules=AGENT_MODULES[kind])
 
 
@@ -76,6 +92,8 @@ def _solve(problem: design.Problem, method: str, seed: int) -> design.Solution:
     if method == "exact":
         return design.solve_exact(problem)
     if method == "ppo":
+        import qlib.ppo_env  # noqa: F401 - the PPO baseline registers itself as method "ppo" of qlib.design
+
         return design.solve_ppo(problem)
     if method == "fixed-frequency":
         return design.solve_fixed_frequency(problem)
@@ -128,15 +146,18 @@ def budget_sweep(n_flop_agent: float, n_flop_server: float, axis: str, budgets: 
     return rows
 
 
-def attach_quality(rows: Sequence[Mapping[str, Any]], quality: Mapping[int, float],
+def attach_quality(rows: Sequence[Mapping[str, Any]], quality: Mapping[int, Any],
                    name: str = "CIDEr") -> list[dict[str, Any]]:
     """Add the measured quality at each design's bit-width (NaN where no design is feasible).
 
-    The feasible-random baseline reports the mean over its feasible trials, as the paper
-    evaluates "only feasible trials" (the best trial would coincide with the exact optimum).
+    ``quality[b]`` is a number, or a summary over seeds from :func:`quality_table`
+    (``mean``, ``sd``, ``min``, ``max``, ``ci95``): then the row gets ``name`` (the seed mean)
+    and ``name_sd``, ``name_min``, ``name_max``, ``name_ci95`` beside it. Every method is
+    valued at the bit-width its :class:`qlib.design.Solution` returns (for feasible random, the
+    solver's own definition in :func:`qlib.design.solve_random_feasible`), so the chapters use
+    one definition of each baseline.
     """
-    needed = {int(b) for row in rows if row["feasible"]
-              for b in ((row.get("samples") or ()) if row["method"] == "random-feasible" else ()) + (row["bit_width"],)}
+    needed = {int(row["bit_width"]) for row in rows if row["feasible"]}
     missing = sorted(needed - {int(b) for b in quality})
     if missing:
         raise ValueError(f"quality must hold every bit-width a design chooses; missing {missing} "
@@ -144,14 +165,138 @@ def attach_quality(rows: Sequence[Mapping[str, Any]], quality: Mapping[int, floa
     out = []
     for row in rows:
         r = dict(row)
-        if not r["feasible"]:
-            r[name] = math.nan
-        elif r["method"] == "random-feasible" and r.get("samples"):
-            r[name] = float(np.mean([quality[int(b)] for b in r["samples"]]))
-        else:
-            r[name] = float(quality[int(r["bit_width"])])
+        q = quality[int(r["bit_width"])] if r["feasible"] else None
+        if isinstance(q, Mapping):
+            for key in ("sd", "min", "max", "ci95"):
+                r[f"{name}_{key}"] = q.get(key) if q is not None else None
+            q = q.get("mean")
+        elif not r["feasible"]:
+            r.update({f"{name}_{key}": None for key in ("sd", "min", "max", "ci95")} if any(
+                isinstance(v, Mapping) for v in quality.values()) else {})
+        r[name] = math.nan if q is None else float(q)
         out.append(r)
     return out
+
+
+def quality_table(scores: Mapping[str, Mapping[Any, Any]], settings: Sequence[Any],
+                  names: Sequence[str]) -> dict[Any, dict[str, dict[str, Any]]]:
+    """Quality of each setting over several models (training seeds) on the same test samples.
+
+    Parameters
+    ----------
+    scores : mapping
+        ``{model: {setting: SampleScores}}`` (:func:`qlib.captioning.metrics.score_samples`).
+    settings : sequence
+        Settings every model was scored at, e.g. ``(bit_width, quantizer)`` pairs.
+    names : sequence of str
+        Metrics to summarize.
+
+    Returns
+    -------
+    dict
+        ``{setting: {name: seed summary}}``, the summary of
+        :func:`qlib.captioning.metrics.seed_summary`: ``mean``, ``sd`` over seeds, ``min``,
+        ``max``, ``per_seed`` and ``ci95``, the paired-bootstrap interval of the seed mean.
+    """
+    from qlib.captioning.metrics import seed_summary
+
+    if not scores:
+        raise ValueError("scores must hold at least one model")
+    out: dict[Any, dict[str, dict[str, Any]]] = {}
+    for setting in settings:
+        missing = [m for m in scores if setting not in scores[m]]
+        if missing:
+            raise ValueError(f"setting {setting!r} was not scored for {missing}")
+        runs = [scores[m][setting] for m in scores]
+        out[setting] = {n: seed_summary(runs, n) for n in names}
+    return out
+
+
+def compare_methods(rows: Sequence[Mapping[str, Any]], scores: Mapping[str, Mapping[Any, Any]], quantizer: str,
+                    name: str = "CIDEr", reference: str = "sca") -> list[dict[str, Any]]:
+    """The reference design against every other method, budget by budget, with paired intervals.
+
+    At each budget the reference chose :math:`\hat b_{\mathrm{ref}}` and a method chose
+    :math:`\hat b_m`; the difference of their seed-mean quality, ``ref − method``, gets a
+    paired-bootstrap 95 % interval over the test samples (the same resampled samples for
+    both bit-widths and all seeds: :func:`qlib.captioning.metrics.bootstrap_interval`).
+
+    Returns
+    -------
+    list of dict
+        ``budget``, ``method``, ``difference``, ``ci95`` and ``verdict``: ``"tie"`` (the
+        interval holds 0), ``"reference better"``, ``"reference worse"``, ``"only reference
+        feasible"``, ``"only method feasible"`` or ``"neither feasible"``.
+    """
+    from qlib.captioning.metrics import bootstrap_interval
+
+    by = {(r["method"], r["budget"]): r for r in rows}
+    budgets_ = sorted({r["budget"] for r in rows})
+    if not any(m == reference for m, _ in by):
+        raise ValueError(f"reference must be a method of rows, got {reference!r}")
+    models = list(scores)
+    k = len(models)
+    cache: dict[tuple[int, int], tuple[float, list[float] | None]] = {}
+    out = []
+    for budget in budgets_:
+        ref = by[(reference, budget)]
+        for (method, b), r in by.items():
+            if b != budget or method == reference:
+                continue
+            row: dict[str, Any] = {"budget": budget, "method": method, "difference": None, "ci95": None}
+            if not ref["feasible"] or not r["feasible"]:
+                row["verdict"] = ("neither feasible" if not (ref["feasible"] or r["feasible"]) else
+                                  "only reference feasible" if ref["feasible"] else "only method feasible")
+                out.append(row)
+                continue
+            pair = (int(ref["bit_width"]), int(r["bit_width"]))
+            if pair not in cache:
+                runs = ([scores[m][(pair[0], quantizer)] for m in models]
+                        + [scores[m][(pair[1], quantizer)] for m in models])
+                vals = [x.value(name) for x in runs]
+                diff = float(np.mean(vals[:k]) - np.mean(vals[k:]))
+                ci = bootstrap_interval(runs, name, combine=lambda v: v[:k].mean(0) - v[k:].mean(0))
+                cache[pair] = (diff, ci)
+            diff, ci = cache[pair]
+            tie = ci is None or ci[0] <= 0 <= ci[1]
+            row.update(difference=diff, ci95=ci,
+                       verdict="tie" if tie else ("reference better" if ci[0] > 0 else "reference worse"))
+            out.append(row)
+    return out
+
+
+def versus_full_precision(scores: Mapping[str, Mapping[Any, Any]], bit_widths: Sequence[int], quantizer: str,
+                          name: str, full: Any = (None, "uniform")) -> dict[str, Any]:
+    """Each bit-width against full precision, seed mean minus seed mean, with paired intervals.
+
+    Returns
+    -------
+    dict
+        ``rows``: per bit-width ``bit_width``, ``difference``, ``ci95``, ``verdict``
+        (``"tie"``, ``"below"``, ``"above"``); ``plateau``: the smallest bit-width from which no
+        measured larger one is significantly below full precision (None if even the largest is).
+    """
+    from qlib.captioning.metrics import bootstrap_interval
+
+    models = list(scores)
+    k = len(models)
+    rows = []
+    for b in bit_widths:
+        runs = [scores[m][(b, quantizer)] for m in models] + [scores[m][full] for m in models]
+        vals = [r.value(name) for r in runs]
+        if any(v is None for v in vals):
+            rows.append({"bit_width": b, "difference": None, "ci95": None, "verdict": "undefined"})
+            continue
+        ci = bootstrap_interval(runs, name, combine=lambda v: v[:k].mean(0) - v[k:].mean(0))
+        verdict = "tie" if ci is None or ci[0] <= 0 <= ci[1] else ("below" if ci[1] < 0 else "above")
+        rows.append({"bit_width": b, "difference": float(np.mean(vals[:k]) - np.mean(vals[k:])), "ci95": ci,
+                     "verdict": verdict})
+    plateau = None
+    for i in range(len(rows) - 1, -1, -1):
+        if rows[i]["verdict"] in ("below", "undefined"):
+            break
+        plateau = rows[i]["bit_width"]
+    return {"rows": rows, "plateau": plateau}
 
 
 def profile_designs(n_flop_agent: float, n_flop_server: float, f_profiles: Mapping[str, float],

@@ -40,6 +40,8 @@ __all__ = [
     "shapes_dataset",
     "parse_caption",
     "scene_accuracy",
+    "scene_checks",
+    "read_json",
     "cache_dir",
 ]
 
@@ -83,6 +85,23 @@ class Sample:
 # ----------------------------------------------------------------------------- readers
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a malformed or unreadable file raises ``ValueError`` naming it.
+
+    ``json.JSONDecodeError`` says where the text breaks but not which file it was reading,
+    which is the first thing a reader with several annotation files needs to know.
+    """
+    path = pathlib.Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                         f"expected a COCO-format or VaTeX-style annotation file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read annotation file {str(path)!r}: {exc}") from None
+
+
+
 def read_coco(annotation_file: str | os.PathLike, image_root: str | os.PathLike | None = None,
               split: str | None = None, limit: int | None = None) -> list[Sample]:
     """Read captions in COCO format (or Karpathy's ``dataset_coco.json``).
@@ -112,7 +131,7 @@ def read_coco(annotation_file: str | os.PathLike, image_root: str | os.PathLike 
     if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
         raise ValueError(f"limit must be an integer >= 1 or None, got {limit!r}")
     root = pathlib.Path(image_root) if image_root is not None else path.parent
-    data = json.loads(path.read_text())
+    data = read_json(path)
     if not isinstance(data, dict) or "images" not in data:
         raise ValueError(f"annotation_file {path.name!r} has no 'images' list: not COCO format")
     samples: list[Sample] = []
@@ -152,7 +171,7 @@ def read_vatex(annotation_file: str | os.PathLike, video_root: str | os.PathLike
     if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
         raise ValueError(f"limit must be an integer >= 1 or None, got {limit!r}")
     root = pathlib.Path(video_root) if video_root is not None else path.parent
-    data = json.loads(path.read_text())
+    data = read_json(path)
     if not isinstance(data, list):
         raise ValueError(f"annotation_file {path.name!r} is not a VaTeX-style list of clips")
     samples = []
@@ -469,36 +488,33 @@ def _check_relation(rel: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
             "above": ra == "top" and rb == "bottom", "below": ra == "bottom" and rb == "top"}[rel]
 
 
-def scene_accuracy(captions: Iterable[str], scenes: Iterable[dict[str, Any]]) -> dict[str, float | None]:
-    """How much of each generated scene a caption gets right (the data's ground truth is known).
+def scene_checks(captions: Iterable[str], scenes: Iterable[dict[str, Any]]) -> list[dict[str, int]]:
+    """Per caption, the counts :func:`scene_accuracy` sums: what it states and what is right.
 
     For each caption the stated objects are matched to the true ones by (colour, shape).
 
     Returns
     -------
-    dict
-        ``scene``: fraction of captions naming exactly the true objects (count, colours, shapes)
-        with every stated size, position, relation and motion correct; ``count``, ``colour``,
-        ``shape``: per-caption / per-object accuracies (extra or missing objects count as wrong);
-        ``position``: fraction of stated positional facts (positions, relations, motion) that are
-        correct (``None`` if no caption states one: there is nothing to score, and a NaN
-        would leak into JSON outputs).
+    list of dict
+        One per caption with integer fields ``scene`` (1 if the caption names exactly the true
+        objects with every stated size, position, relation and motion correct), ``count`` (1 if
+        it names as many objects as there are), ``colour`` and ``shape`` (matched colours and
+        shapes), ``objects`` (the larger of the true and the stated object counts, the
+        denominator of both), ``position_stated`` and ``position_right`` (positional facts:
+        positions, relations, motion). Per-sample values are what a bootstrap over samples
+        resamples (:mod:`qlib.captioning.metrics`).
     """
-    n = 0
-    exact = count_ok = colour_hits = shape_hits = n_obj = 0
-    pos_stated = pos_right = 0
+    out = []
     for caption, scene in zip(captions, scenes):
-        n += 1
         facts = parse_caption(caption)
         truth = list(scene["objects"])
         pred = facts["objects"]
-        denom = max(len(truth), len(pred))
-        n_obj += denom
-        count_ok += len(pred) == len(truth)
         tc = [o["colour"] for o in truth]
         ts = [o["shape"] for o in truth]
-        colour_hits += sum(min(tc.count(c), [p["colour"] for p in pred].count(c)) for c in set(tc))
-        shape_hits += sum(min(ts.count(s), [p["shape"] for p in pred].count(s)) for s in set(ts))
+        row = {"scene": 0, "count": int(len(pred) == len(truth)), "objects": max(len(truth), len(pred)),
+               "colour": sum(min(tc.count(c), [p["colour"] for p in pred].count(c)) for c in set(tc)),
+               "shape": sum(min(ts.count(s), [p["shape"] for p in pred].count(s)) for s in set(ts)),
+               "position_stated": 0, "position_right": 0}
         # Match by (colour, shape) to check the stated details of each object.
         remaining = list(truth)
         all_right = len(pred) == len(truth)
@@ -514,31 +530,56 @@ def scene_accuracy(captions: Iterable[str], scenes: Iterable[dict[str, Any]]) ->
             if p["size"] is not None and p["size"] != hit["size"]:
                 all_right = False
             if p["position"] is not None:
-                pos_stated += 1
+                row["position_stated"] += 1
                 ok = p["position"] == hit["position"]
-                pos_right += ok
+                row["position_right"] += ok
                 all_right &= ok
         if facts["relation"] is not None and len(matched) == 2 and None not in matched:
-            pos_stated += 1
+            row["position_stated"] += 1
             # Any pair of distinct true objects with the named looks may satisfy it (twins are ambiguous).
             ok = any(_check_relation(facts["relation"], t1, t2)
                      for i1, t1 in enumerate(truth) for i2, t2 in enumerate(truth)
                      if i1 != i2 and (t1["colour"], t1["shape"]) == (pred[0]["colour"], pred[0]["shape"])
                      and (t2["colour"], t2["shape"]) == (pred[1]["colour"], pred[1]["shape"]))
-            pos_right += ok
+            row["position_right"] += ok
             all_right &= ok
         truth_motion = scene.get("motion")
         if truth_motion:
             for key in ("direction", "start", "end"):
                 stated = facts["motion"].get(key)
                 if stated is not None:
-                    pos_stated += 1
-                    pos_right += stated == truth_motion[key]
+                    row["position_stated"] += 1
+                    row["position_right"] += stated == truth_motion[key]
                     all_right &= stated == truth_motion[key]
             if not any(facts["motion"].values()):
                 all_right = False  # a clip caption must say how the shape moves
-        exact += bool(all_right)
-    if n == 0:
+        row["scene"] = int(bool(all_right))
+        row["position_right"] = int(row["position_right"])
+        out.append(row)
+    return out
+
+
+def scene_accuracy(captions: Iterable[str], scenes: Iterable[dict[str, Any]]) -> dict[str, float | None]:
+    """How much of each generated scene a caption gets right (the data's ground truth is known).
+
+    The sums of :func:`scene_checks` over captions.
+
+    Returns
+    -------
+    dict
+        ``scene``: the scene accuracy, the fraction of captions naming exactly the true objects
+        (count, colours, shapes) with every stated size, position, relation and motion correct;
+        ``count``: fraction of captions naming the right number of objects; ``colour``,
+        ``shape``: matched colours / shapes per object (extra or missing objects count as
+        wrong); ``position``: fraction of stated positional facts (positions, relations,
+        motion) that are correct (``None`` if no caption states one: there is nothing to score,
+        and a NaN would leak into JSON outputs).
+    """
+    rows = scene_checks(captions, scenes)
+    if not rows:
         raise ValueError("captions and scenes must be non-empty")
-    return {"scene": exact / n, "count": count_ok / n, "colour": colour_hits / n_obj, "shape": shape_hits / n_obj,
-            "position": pos_right / pos_stated if pos_stated else None}
+    tot = {k: sum(r[k] for r in rows) for k in rows[0]}
+    n = len(rows)
+    return {"scene": tot["scene"] / n, "count": tot["count"] / n, "colour": tot["colour"] / tot["objects"],
+            "shape": tot["shape"] / tot["objects"],
+            "position": tot["position_right"] / tot["position_stated"] if tot["position_stated"] else None}
