@@ -24,7 +24,8 @@ import numpy as np
 from qlib.captioning.data import Sample, cache_dir, scene_accuracy
 from qlib.captioning.metrics import tokenize
 from qlib.captioning.model import SplitCaptioner
-from qlib.captioning.sweep import SweepCache, load_pixels, model_fingerprint
+from qlib.captioning.sweep import (SweepCache, _caption_key, _captions_ok, _model_key, data_fingerprint,
+                                    load_pixels)
 
 __all__ = ["ActivationSetting", "activation_sweep", "per_sample_scores", "bootstrap_ci"]
 
@@ -122,25 +123,28 @@ def activation_sweep(captioner: SplitCaptioner, samples: Sequence[Sample], setti
         raise ValueError("samples must be non-empty")
     ref: ActivationSetting = (None, "uniform", False)
     todo = [ref] + [s for s in settings if s != ref]
-    store = SweepCache(cache_dir() / "captioning" / "sweeps.json" if cache == "auto" else cache)
-    model_id = model_fingerprint(captioner.name)
+    # The weight sweep's cache and key (weights, dtype, device, code and data versions), plus the
+    # activation setting: one file per entry, so these never collide with weight-only sweeps.
+    store = SweepCache(cache_dir() / "captioning" / "sweeps" if cache == "auto" else cache)
+    base = _caption_key(_model_key(captioner), data_id, data_fingerprint(samples), len(samples),
+                        (bit_width, scheme), batch_size)
+    captions_ok = _captions_ok(len(samples))
 
-    def key(s: ActivationSetting) -> str:
-        return json.dumps({"model": model_id, "data": data_id, "n": len(samples), "bit_width": bit_width,
-                           "quantizer": scheme if bit_width is not None else "none",
-                           "activation": None if s[0] is None else list(s)}, sort_keys=True)
+    def key(s: ActivationSetting) -> dict[str, Any]:
+        return {**base, "activation": None if s[0] is None else list(s)}
 
     pixels = None
     n_frames = getattr(captioner.server.config, "num_image_with_embedding", None) or 4
     for s in tqdm(todo, desc="activation bits", mininterval=0, miniters=1, disable=not progress):
-        if "captions" in store.get(key(s)):
+        if store.get("captions", key(s), captions_ok) is not None:
             continue
         if pixels is None:
             pixels = load_pixels(samples, kind, n_frames)
         caps = captioner.caption(pixels, bit_width=bit_width, scheme=scheme, batch_size=batch_size,
                                  activation_bits=s[0], activation_scheme=s[1], activation_per_token=s[2])
-        store.put(key(s), captions=caps)
-    per = per_sample_scores({s: store.get(key(s))["captions"] for s in todo}, samples)
+        store.put("captions", key(s), caps)
+    captions = {s: store.get("captions", key(s), captions_ok) for s in todo}
+    per = per_sample_scores(captions, samples)
     out: dict[ActivationSetting, dict[str, Any]] = {}
     for s in todo:
         row: dict[str, Any] = {"payload_bits_per_element": 32 if s[0] is None else s[0]}
@@ -149,6 +153,6 @@ def activation_sweep(captioner: SplitCaptioner, samples: Sequence[Sample], setti
             row[f"{metric}_ci95"] = bootstrap_ci(vals, seed, n_resamples)
             row[f"{metric}_diff_ci95"] = (bootstrap_ci(vals - per[ref][metric], seed, n_resamples)
                                           if s != ref else (0.0, 0.0))
-        row["captions"] = store.get(key(s))["captions"]
+        row["captions"] = captions[s]
         out[s] = row
     return {s: out[s] for s in todo}
