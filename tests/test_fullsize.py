@@ -169,3 +169,21 @@ def test_bad_arguments(tmp_path):
         build_local_checkpoint("git-base", tmp_path, dtype="int4")
     with pytest.raises(ValueError, match="vocab_size"):
         write_wordpiece_vocab(tmp_path / "v.txt", 50)
+
+
+def test_random_model_keeps_tied_weights_and_parameter_count():
+    from transformers import Blip2ForConditionalGeneration
+
+    from qlib.captioning.local_checkpoint import random_model
+    from qlib.captioning.model import tiny_blip2_config
+
+    cfg = tiny_blip2_config(50)
+    cfg.text_config.tie_word_embeddings = True  # as OPT-2.7B: the LM head is the input embedding
+    fast = random_model(cfg, seed=1)
+    ref = Blip2ForConditionalGeneration(cfg)
+    assert [n for n, _ in fast.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    assert fast.get_output_embeddings().weight is fast.get_input_embeddings().weight
+    # seeded: the same weights twice, norm gains at one, biases at zero
+    again = random_model(cfg, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(fast.parameters(), again.parameters()))
+    assert torch.all(fast.vision_model.post_layernorm.weight == 1)

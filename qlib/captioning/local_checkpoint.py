@@ -134,6 +134,7 @@ def random_model(config: Any, dtype: str = "float32", seed: int = 0) -> nn.Modul
         model = cls(config)
     std = float(getattr(config, "initializer_range", 0.02) or 0.02)
     _cheap_init(model, std, seed)
+    model.tie_weights()  # skipped with the initialisation: OPT's head shares the input embedding
     return model.eval()
 
 
@@ -348,12 +349,13 @@ def time_agent_precisions(captioner: Any, pixel_values: torch.Tensor, bit_width:
     Returns
     -------
     dict
-        ``{"fp32": s, f"{bit_width}-bit simulated": s, "int8 dynamic": s}`` (median seconds);
+        ``{"full precision": s, f"{bit_width}-bit simulated": s, "int8 dynamic": s}`` (median
+        seconds; full precision is the model's dtype, the int8 model starts from fp32);
         the int8 entry is left out where this torch build has no int8 CPU kernels.
     """
     import copy
 
-    out = {"fp32": time_agent(captioner.agent_for(None), pixel_values, repeats),
+    out = {"full precision": time_agent(captioner.agent_for(None), pixel_values, repeats),
            f"{bit_width}-bit simulated": time_agent(captioner.agent_for(bit_width), pixel_values, repeats)}
     try:
         with warnings.catch_warnings():  # torch.ao's eager quantization warns that it moves to torchao
