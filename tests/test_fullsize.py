@@ -49,11 +49,11 @@ def images(tmp_path_factory):
     return generate_shapes(tmp_path_factory.mktemp("images"), 2)
 
 
-def _evaluate_cli(model: pathlib.Path, data: pathlib.Path, *extra: str) -> dict:
+def _evaluate_cli(model: pathlib.Path, data: pathlib.Path, *extra: str, n: int = 2) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "qlib.captioning", "evaluate", "--model", str(model), "--data", str(data),
-         "--n-samples", "2", "--bit-width", "4", "--metrics", "CIDEr", "--json", *extra],
+         "--n-samples", str(n), "--bit-width", "4", "--metrics", "CIDEr", "--json", *extra],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
@@ -151,14 +151,25 @@ def test_video_model_six_frames_through_the_command(tmp_path):
 
 @pytest.mark.slow
 def test_blip2_full_size_in_bfloat16(tmp_path):
-    if _mem_available_gb() < 24:
-        pytest.skip(f"BLIP-2 OPT-2.7B in bfloat16 needs ~8 GB to build and ~16 GB to save and reload; "
-                    f"{_mem_available_gb():.1f} GB available (build it by hand: python -m "
-                    "qlib.captioning.local_checkpoint blip2-opt-2.7b OUT --dtype bfloat16)")
+    # Proven by hand on the 2-core, 24 GB machine: build 2.6 min (8.1 GB peak), then the evaluate command
+    # at 4 bits on one image 6.7 min (15.2 GB peak). Too long and too big for the default test run.
+    if os.environ.get("QBOOK_TEST_BLIP2") != "1":
+        pytest.skip("BLIP-2 OPT-2.7B at full size takes ~10 min and ~16 GB of RAM on a 2-core CPU; "
+                    "set QBOOK_TEST_BLIP2=1 to run it")
+    if _mem_available_gb() < 18:
+        pytest.skip(f"BLIP-2 OPT-2.7B in bfloat16 needs ~16 GB of free RAM, {_mem_available_gb():.1f} GB available")
     folder = build_local_checkpoint("blip2-opt-2.7b", tmp_path / "blip2", dtype="bfloat16")
+    ann = generate_shapes(tmp_path / "images", 1)
+    out = _evaluate_cli(folder, ann, "--dtype", "bfloat16", n=1)
+    assert out["n_samples"] == 1 and out["bit_width"] == 4
     cap = load_captioner(folder, dtype="bfloat16")
+    assert sum(p.numel() for p in cap.server.parameters()) + sum(p.numel() for p in cap.agent.parameters()) \
+        == costs.model_costs("blip2-opt-2.7b").n_params
     pv = cap.processor.images([np.full((224, 224, 3), 128, dtype=np.uint8)])
+    assert pv.shape == (1, 3, 224, 224)
     measured = measure_split_flops(cap, pv)
+    same_cut = costs.model_costs("blip2-opt-2.7b", agent_modules=SPLIT_AGENT_MODULES["blip2"])
+    assert measured["agent"] == pytest.approx(same_cut.n_flop_agent, rel=0.01)
     assert measured["vision_side"] / 1e9 == pytest.approx(costs.PAPER_COSTS["blip2-opt-2.7b"]["gflops"], rel=1e-3)
 
 

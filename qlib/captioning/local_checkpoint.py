@@ -18,6 +18,12 @@ device.
 Command line::
 
     python -m qlib.captioning.local_checkpoint git-base OUT_DIR [--dtype float32] [--seed 0]
+    python -m qlib.captioning evaluate --model OUT_DIR --data captions.json --n-samples 2 --bit-width 4
+
+Measured on a 2-core CPU (one thread): GIT-base builds in ~15 s (0.71 GB); BLIP-2 OPT-2.7B in
+bfloat16 builds in ~2.6 min (7.7 GB on disk, 8.1 GB peak RAM) and captions one image through
+``evaluate --dtype bfloat16`` in ~7 min (15.2 GB peak). On a GPU, ``--device cuda --dtype
+float16`` is the same command; it is untested here (no GPU was available).
 """
 
 from __future__ import annotations
