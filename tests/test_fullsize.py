@@ -198,3 +198,17 @@ def test_random_model_keeps_tied_weights_and_parameter_count():
     again = random_model(cfg, seed=1)
     assert all(torch.equal(a, b) for a, b in zip(fast.parameters(), again.parameters()))
     assert torch.all(fast.vision_model.post_layernorm.weight == 1)
+
+
+def test_flops_of_a_blip2_shaped_split_match_model_costs():
+    # BLIP-2's Q-Former feeds a parameter (the query tokens) to a module: counting must still work
+    from qlib.captioning.local_checkpoint import random_model
+    from qlib.captioning.model import SplitCaptioner, TinyProcessor, WordTokenizer, tiny_blip2_config
+
+    cfg = tiny_blip2_config(50)
+    cap = SplitCaptioner(random_model(cfg), TinyProcessor(WordTokenizer(["a"]), 64))
+    measured = measure_split_flops(cap, torch.zeros(1, 3, 64, 64))
+    same_cut = costs.model_costs(cfg, agent_modules=SPLIT_AGENT_MODULES["blip2"])
+    assert measured["agent"] == pytest.approx(same_cut.n_flop_agent, rel=0.01)
+    assert measured["vision_side"] == pytest.approx(costs.model_costs(cfg).n_flop_agent, rel=0.01)
+    assert all(p.requires_grad for p in cap.server.parameters())  # flags restored

@@ -283,6 +283,25 @@ def build_local_checkpoint(config_name: str, out_dir: str | os.PathLike, dtype: 
 SPLIT_AGENT_MODULES = {"git": ("image_encoder",), "blip2": ("vision_model",)}
 
 
+def _count_cpu_flash_attention() -> None:
+    """Teach FlopCounterMode the CPU flash-attention kernel (once per process).
+
+    On real CPU tensors ``scaled_dot_product_attention`` dispatches to
+    ``aten._scaled_dot_product_flash_attention_for_cpu``, which torch's flop registry lacks
+    (it has the CUDA kernels), so attention would count as zero FLOPs; on the meta device the
+    same call decomposes into ``bmm`` and is counted. The formula is torch's own for SDPA.
+    """
+    from torch.utils import flop_counter as fc
+
+    packet = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if packet is None or packet in fc.flop_registry or not hasattr(fc, "sdpa_flop_count"):
+        return
+
+    @fc.register_flop_formula(packet)
+    def _cpu_flash_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):  # noqa: ANN001
+        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def measure_split_flops(captioner: Any, pixel_values: torch.Tensor) -> dict[str, Any]:
     """FLOPs of one real split pass: the agent's encoder, then the server's first generated token.
 
@@ -297,25 +316,47 @@ def measure_split_flops(captioner: Any, pixel_values: torch.Tensor) -> dict[str,
         encoder); ``"server"``: :math:`\\tilde N_{\\mathrm{FLOP}}` of eq. (5), the first token;
         ``"vision_side"``: the agent plus the server modules that :mod:`qlib.costs` puts on the
         vision side (projection, Q-Former), the split of the paper's FLOP figures;
-        ``"server_by_module"``: FLOPs of each top-level server module. All for the batch given.
+        ``"vision_on_server"``: FLOPs of each of those server modules. All for the batch given.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     from qlib.costs import AGENT_MODULE_NAMES
 
-    with FlopCounterMode(display=False) as agent_count:
-        embedding = captioner.encode(pixel_values)
-    with FlopCounterMode(display=False, depth=None) as server_count:
-        captioner.generate_from_embedding(embedding, max_new_tokens=1, min_new_tokens=1)
-    root = type(captioner.server).__name__ + "."
-    by_module = {k[len(root):]: float(sum(v.values())) for k, v in server_count.get_flop_counts().items()
-                 if k.startswith(root)}
-    # outermost server modules on the vision side (their counts include their children)
-    vision = [k for k in by_module if any(p in AGENT_MODULE_NAMES for p in k.split("."))]
-    outer = [k for k in vision if not any(k.startswith(o + ".") for o in vision)]
+    # FlopCounterMode's module tracker hooks autograd for every input that requires grad; a
+    # parameter used as an input (BLIP-2's query tokens) then fails under no_grad. Counting
+    # needs no grads: switch them off for the count and restore the flags afterwards.
+    _count_cpu_flash_attention()
+    # Vision-side modules the server runs (GIT's projection; BLIP-2's Q-Former and projection),
+    # outermost only. Their FLOPs are read off the running counter by hooks: FlopCounterMode's
+    # own per-module names depend on how generate() calls them (through the root or directly).
+    named = [(n, m) for n, m in captioner.server.named_modules() if n and any(
+        part in AGENT_MODULE_NAMES for part in n.split("."))]
+    vision = [(n, m) for n, m in named if not any(n.startswith(o + ".") for o, _ in named)]
+    spent: dict[str, float] = {n: 0.0 for n, _ in vision}
+    counter = FlopCounterMode(display=False)
+    hooks = []
+    for n, m in vision:
+        hooks.append(m.register_forward_pre_hook(
+            lambda mod, args, n=n: spent.__setitem__(n, spent[n] - counter.get_total_flops())))
+        hooks.append(m.register_forward_hook(
+            lambda mod, args, out, n=n: spent.__setitem__(n, spent[n] + counter.get_total_flops())))
+    params = [p for m in (captioner.agent, captioner.server) for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with FlopCounterMode(display=False) as agent_count:
+            embedding = captioner.encode(pixel_values)
+        with counter:
+            captioner.generate_from_embedding(embedding, max_new_tokens=1, min_new_tokens=1)
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        for h in hooks:
+            h.remove()
     agent = float(agent_count.get_total_flops())
-    return {"agent": agent, "server": float(server_count.get_total_flops()),
-            "vision_side": agent + sum(by_module[k] for k in outer), "server_by_module": by_module}
+    return {"agent": agent, "server": float(counter.get_total_flops()),
+            "vision_side": agent + sum(spent.values()), "vision_on_server": {n: float(v) for n, v in spent.items()}}
 
 
 def time_agent(agent: nn.Module, pixel_values: torch.Tensor, repeats: int = 3) -> float:
