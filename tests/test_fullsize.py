@@ -151,13 +151,13 @@ def test_video_model_six_frames_through_the_command(tmp_path):
 
 @pytest.mark.slow
 def test_blip2_full_size_in_bfloat16(tmp_path):
-    # Proven by hand on the 2-core, 24 GB machine: build 2.6 min (8.1 GB peak), then the evaluate command
-    # at 4 bits on one image 6.7 min (15.2 GB peak). Too long and too big for the default test run.
+    # Run with QBOOK_TEST_BLIP2=1 on the 2-core, 24 GB machine: passed in 2.9 min on a quiet machine
+    # (18.1 GB peak RSS); ~10 min under load. Too long and too big for the default test run.
     if os.environ.get("QBOOK_TEST_BLIP2") != "1":
-        pytest.skip("BLIP-2 OPT-2.7B at full size takes ~10 min and ~16 GB of RAM on a 2-core CPU; "
+        pytest.skip("BLIP-2 OPT-2.7B at full size takes 3-10 min and ~18 GB of RAM on a 2-core CPU; "
                     "set QBOOK_TEST_BLIP2=1 to run it")
-    if _mem_available_gb() < 18:
-        pytest.skip(f"BLIP-2 OPT-2.7B in bfloat16 needs ~16 GB of free RAM, {_mem_available_gb():.1f} GB available")
+    if _mem_available_gb() < 20:
+        pytest.skip(f"BLIP-2 OPT-2.7B in bfloat16 needs ~18 GB of free RAM, {_mem_available_gb():.1f} GB available")
     folder = build_local_checkpoint("blip2-opt-2.7b", tmp_path / "blip2", dtype="bfloat16")
     ann = generate_shapes(tmp_path / "images", 1)
     out = _evaluate_cli(folder, ann, "--dtype", "bfloat16", n=1)

@@ -21,8 +21,8 @@ Command line::
     python -m qlib.captioning evaluate --model OUT_DIR --data captions.json --n-samples 2 --bit-width 4
 
 Measured on a 2-core CPU (one thread): GIT-base builds in ~15 s (0.71 GB); BLIP-2 OPT-2.7B in
-bfloat16 builds in ~2.6 min (7.7 GB on disk, 8.1 GB peak RAM) and captions one image through
-``evaluate --dtype bfloat16`` in ~7 min (15.2 GB peak). On a GPU, ``--device cuda --dtype
+bfloat16 builds, captions one image through ``evaluate --dtype bfloat16`` and has its FLOPs
+counted in ~3 min on a quiet machine (7.7 GB on disk, ~18 GB peak RAM; ~10 min under load). On a GPU, ``--device cuda --dtype
 float16`` is the same command; it is untested here (no GPU was available).
 """
 
