@@ -21,3 +21,8 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here because pyproject.toml is shared; `-m "not slow"` skips the tests over a minute.
+    config.addinivalue_line("markers", "slow: takes more than a minute (full-size models, tests/test_fullsize.py)")
