@@ -108,7 +108,9 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         "…and at every budget of Figs. 5–8", "06_evaluation",
         "taken literally (both clocks at their maxima), the fixed-frequency baseline has no feasible "
-        "design at any delay or energy budget the evaluation sweeps, so its curves are absent.",
+        "design at any delay or energy budget the evaluation sweeps; the figures mark it infeasible there and "
+        "show it under the plausible reading of chapter 05 (E0 the agent's battery, ψ ten times the printed "
+        "value), where it is feasible.",
         require=(("fixed_frequency_literal_never_feasible", True),),
     ),
 )
