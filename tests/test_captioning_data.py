@@ -124,3 +124,12 @@ def test_malformed_json_names_the_file(tmp_path, reader):
     bad.write_text('{"images": [1, 2,')
     with pytest.raises(ValueError, match="broken_annotations.json.*not valid JSON.*line 1"):
         reader(bad)
+
+
+def test_missing_image_or_clip_is_one_clear_error(tmp_path):
+    from qlib.captioning.data import load_frames, load_image
+
+    with pytest.raises(ValueError, match="image root"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(ValueError, match="video root"):
+        load_frames(tmp_path / "nope.npy")

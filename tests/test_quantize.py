@@ -226,9 +226,14 @@ def test_quantize_module_copy_and_layer_distortion() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_cuda_matches_cpu(scheme: str) -> None:  # pragma: no cover - no GPU in CI
+    # Not bit for bit: the GPU compiler may fuse multiply-adds, so a value on a rounding boundary
+    # can land one level over. Levels agree except at such ties; values within one step otherwise.
     w = _samples()["matrix"]
     for b in (1, 2, 4, 8):
-        assert torch.equal(quantize(w.cuda(), b, scheme).cpu(), quantize(w, b, scheme))
+        gpu, cpu = quantize(w.cuda(), b, scheme).cpu(), quantize(w, b, scheme)
+        assert torch.equal(torch.sign(gpu), torch.sign(cpu)) or b == 1
+        assert (gpu != cpu).float().mean() < 1e-3
+        torch.testing.assert_close(gpu, cpu, rtol=1e-6, atol=float(w.abs().max()) * 2.0 ** (1 - b))
 
 
 # ---------------------------------------------------------------------------------------------

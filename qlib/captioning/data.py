@@ -189,6 +189,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     """An RGB image as a ``(H, W, 3)`` uint8 array."""
     from PIL import Image
 
+    if not pathlib.Path(path).is_file():  # a wrong --image-root: one sentence, not a PIL traceback
+        raise ValueError(f"no image file at {str(path)!r}: check the image root (--image-root)")
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
@@ -209,6 +211,9 @@ def sample_frame_indices(n_total: int, n_frames: int) -> np.ndarray:
 def load_frames(path: str | os.PathLike, n_frames: int = 4) -> np.ndarray:
     """``n_frames`` frames sampled uniformly from a clip, as ``(n_frames, H, W, 3)`` uint8."""
     p = pathlib.Path(path)
+    if not p.exists():  # a wrong --image-root: one sentence, not numpy's FileNotFoundError
+        raise ValueError(f"no clip found at {str(p)!r} (.npy, .npz, a folder of frames or a video file): "
+                         "check the video root (--image-root)")
     if p.suffix == ".npy":
         frames = np.load(p)
     elif p.suffix == ".npz":
@@ -218,7 +223,7 @@ def load_frames(path: str | os.PathLike, n_frames: int = 4) -> np.ndarray:
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
         idx = sample_frame_indices(len(files), n_frames)
         return np.stack([load_image(files[i]) for i in idx])
-    elif p.exists():
+    else:
         try:
             import av  # type: ignore[import-not-found]
         except ImportError as exc:
@@ -226,8 +231,6 @@ def load_frames(path: str | os.PathLike, n_frames: int = 4) -> np.ndarray:
                              "arrays (.npy) or folders of frame images") from exc
         with av.open(str(p)) as container:
             frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    else:
-        raise ValueError(f"no clip found at {p.name!r} (.npy, .npz, a folder of frames or a video file)")
     idx = sample_frame_indices(len(frames), n_frames)
     return np.asarray(frames[idx], dtype=np.uint8)
 
