@@ -344,12 +344,15 @@ def tiny_blip2_config(vocab_size: int, image_size: int = 64) -> Any:
 
 
 def _model_class(config: Any) -> Any:
-    from transformers import Blip2ForConditionalGeneration, GitForCausalLM
-
+    # Import only the family asked for: each transformers model module costs ~1 s to import.
     kind = getattr(config, "model_type", "")
     if kind == "git":
+        from transformers import GitForCausalLM
+
         return GitForCausalLM
     if kind in ("blip-2", "blip_2"):
+        from transformers import Blip2ForConditionalGeneration
+
         return Blip2ForConditionalGeneration
     raise ValueError(f"model must be a GIT or BLIP-2 checkpoint, got model_type={kind!r}")
 
