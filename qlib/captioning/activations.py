@@ -21,8 +21,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from qlib.captioning.data import Sample, cache_dir, scene_accuracy
-from qlib.captioning.metrics import tokenize
+from qlib.captioning.data import Sample, cache_dir
+from qlib.captioning.metrics import score_samples
 from qlib.captioning.model import SplitCaptioner
 from qlib.captioning.sweep import (SweepCache, _caption_key, _captions_ok, _model_key, data_fingerprint,
                                     load_pixels)
@@ -50,31 +50,14 @@ def _check(settings: Iterable[ActivationSetting]) -> list[ActivationSetting]:
 def per_sample_scores(runs: dict[Any, Sequence[str]], samples: Sequence[Sample]) -> dict[Any, dict[str, np.ndarray]]:
     """Per-sample CIDEr-D (and scene correctness on generated data) of several caption runs.
 
-    One PTB-tokenizer call for all runs; CIDEr-D's document frequencies come from the test
-    references (pycocoevalcap's ``Cider``, whose mean over samples is the corpus score).
+    The per-sample columns of :func:`qlib.captioning.metrics.score_samples` (one PTB-tokenizer
+    call for all runs; CIDEr-D's document frequencies from the test references, so the mean over
+    samples is the corpus score).
     """
-    from pycocoevalcap.cider.cider import Cider
-
-    refs = [s.references for s in samples]
-    n = len(refs)
-    texts: dict[Any, list[str]] = {("ref", i): list(r) for i, r in enumerate(refs)}
-    for key, caps in runs.items():
-        if len(caps) != n:
-            raise ValueError(f"run {key!r} has {len(caps)} captions for {n} samples")
-        for i, c in enumerate(caps):
-            texts[("cand", key, i)] = [c if c.strip() else " "]
-    tok = tokenize(texts)
-    gts = {i: tok[("ref", i)] for i in range(n)}
-    out = {}
-    for key, caps in runs.items():
-        res = {i: tok[("cand", key, i)][:1] or [""] for i in range(n)}
-        _, per = Cider().compute_score(gts, res)
-        scores = {"CIDEr": np.asarray(per, dtype=float)}
-        if all(s.scene is not None for s in samples):
-            scores["scene_accuracy"] = np.array([float(scene_accuracy([c], [s.scene])["scene"])
-                                                 for c, s in zip(caps, samples)])
-        out[key] = scores
-    return out
+    scenes = [s.scene for s in samples] if all(s.scene is not None for s in samples) else None
+    scored = score_samples(runs, [s.references for s in samples], scenes, metrics=("CIDEr",))
+    return {key: {name: sc.components[name][:, 0] for name in ("CIDEr", "scene_accuracy") if name in sc.components}
+            for key, sc in scored.items()}
 
 
 def bootstrap_ci(values: np.ndarray, seed: int = 0, n_resamples: int = 2000) -> tuple[float, float]:

@@ -200,31 +200,19 @@ def caption_with_bits(cap: SplitCaptioner, images: Sequence[np.ndarray], bits: M
 def per_sample_scores(runs: Mapping[Any, Sequence[str]], samples: Sequence[Sample]) -> dict[Any, dict[str, np.ndarray]]:
     """Per-image CIDEr-D (pycocoevalcap) and, for generated data, scene correctness (0/1), per run.
 
-    All runs are tokenized in one Java call; CIDEr-D's document frequencies come from the
-    references, as in the corpus score, whose value is the mean of the per-image scores.
+    The per-sample columns of :func:`qlib.captioning.metrics.score_samples` (all runs tokenized in
+    one Java call; CIDEr-D's document frequencies from the references, as in the corpus score,
+    whose value is the mean of the per-image scores).
     """
-    from pycocoevalcap.cider.cider import Cider
+    from qlib.captioning.metrics import score_samples
 
-    from qlib.captioning.data import scene_accuracy
-    from qlib.captioning.metrics import tokenize
-
-    n = len(samples)
-    texts: dict[Any, list[str]] = {("ref", i): list(s.references) for i, s in enumerate(samples)}
-    for key, caps in runs.items():
-        if len(caps) != n:
-            raise ValueError(f"run {key!r} has {len(caps)} captions for {n} samples")
-        for i, c in enumerate(caps):
-            texts[("cand", key, i)] = [c if c.strip() else " "]
-    tok = tokenize(texts)
-    gts = {i: tok[("ref", i)] for i in range(n)}
+    scenes = [s.scene for s in samples] if all(s.scene is not None for s in samples) else None
+    scored = score_samples(runs, [s.references for s in samples], scenes, metrics=("CIDEr",))
     out: dict[Any, dict[str, np.ndarray]] = {}
-    for key, caps in runs.items():
-        res = {i: tok[("cand", key, i)][:1] or [""] for i in range(n)}
-        _, per = Cider().compute_score(gts, res)
-        row = {"CIDEr": np.asarray(per, dtype=np.float64)}
-        if all(s.scene is not None for s in samples):
-            row["scene"] = np.array([scene_accuracy([c], [s.scene])["scene"] for c, s in zip(caps, samples)])
-        out[key] = row
+    for key, sc in scored.items():
+        out[key] = {"CIDEr": sc.components["CIDEr"][:, 0]}
+        if scenes is not None:
+            out[key]["scene"] = sc.components["scene_accuracy"][:, 0]
     return out
 
 
