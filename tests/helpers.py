@@ -63,3 +63,15 @@ def run_notebook(path: pathlib.Path, out_dir: pathlib.Path, parameters: dict[str
     )
     nb = nbformat.read(out, as_version=4)
     return nb, read_metrics(nb)
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as module ``name`` (the scripts are not a package)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import pathlib
 import shutil
 
 import nbformat
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_script
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("sync_colab", ROOT / "scripts" / "sync_colab.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sync_colab = _script()
+sync_colab = load_script("sync_colab")
 
 
 @pytest.mark.parametrize("path", sync_colab.chapters(), ids=lambda p: p.stem)

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_script
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("findings", ROOT / "scripts" / "findings.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-findings = _script()
+findings = load_script("findings")
 
 
 def test_every_finding_reads_keys_its_chapter_records():
