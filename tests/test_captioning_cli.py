@@ -118,5 +118,5 @@ def test_quoted_commands_parse_and_say_which_python():
             except SystemExit as exc:  # argparse exits 2 on a command the docs should not quote
                 raise AssertionError(f"{name}: `python -m qlib.captioning {' '.join(argv)}` exits {exc.code}") from None
             if name == "README.md":  # the system Python has no torch: say which interpreter
-                assert prefix.endswith(".venv/bin/"), f"README quotes `python -m qlib.captioning` without .venv/bin/"
+                assert prefix.endswith(".venv/bin/"), "README quotes `python -m qlib.captioning` without .venv/bin/"
     assert seen >= 3

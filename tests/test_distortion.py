@@ -273,7 +273,7 @@ def test_distortion_does_not_import_a_model_family() -> None:
 
 
 def test_output_agreement_relative_error_cosine_and_intervals() -> None:
-    from qlib.distortion import output_agreement, sweep_summary, working_from
+    from qlib.distortion import output_agreement, sweep_summary
 
     net = _chain()
     X = torch.randn(40, 6, generator=torch.Generator().manual_seed(3))

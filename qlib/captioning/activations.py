@@ -15,7 +15,6 @@ name the activation setting), so a rerun costs only the scoring.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterable, Sequence
 
