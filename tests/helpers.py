@@ -3,6 +3,7 @@ with papermill, and reading back the metrics it recorded with ``qlib.notebook.re
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
@@ -14,7 +15,8 @@ from qlib.notebook import read_metrics
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
-__all__ = ["ROOT", "NOTEBOOKS", "toc_files", "toc_notebooks", "smoke_parameters", "run_notebook", "read_metrics"]
+__all__ = ["ROOT", "NOTEBOOKS", "toc_files", "toc_notebooks", "smoke_parameters", "run_notebook", "read_metrics",
+           "same_sweep"]
 
 
 def toc_files(toc_path: pathlib.Path = ROOT / "_toc.yml") -> list[str]:
@@ -75,3 +77,15 @@ def load_script(name: str):
     sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
+
+
+def same_sweep(a: dict, b: dict) -> bool:
+    """Two sweep results are equal: the same settings in the same order, and per setting the same
+    captions, summary and per-sample scores (compared as JSON, so ``None == None`` and the float
+    arrays compare by value, bit for bit)."""
+    from qlib.captioning.sweep import _samples_to_json
+
+    def plain(r: dict) -> str:
+        return json.dumps({**r, "samples": _samples_to_json(r["samples"])}, sort_keys=True)
+
+    return list(a) == list(b) and all(plain(a[k]) == plain(b[k]) for k in a)

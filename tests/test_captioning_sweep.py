@@ -11,10 +11,7 @@ from qlib.captioning import sweep as sw
 from qlib.captioning.data import generate_shapes, read_coco
 from qlib.captioning.model import SplitCaptioner, TinyProcessor, WordTokenizer, tiny_git_config
 
-def _same(a, b):
-    """Equal results (compared as JSON, so None == None)."""
-    assert list(a) == list(b)
-    return all(json.dumps(a[k], sort_keys=True) == json.dumps(b[k], sort_keys=True) for k in a)
+from tests.helpers import same_sweep as _same
 
 
 SETTINGS = [(None, "uniform"), (2, "uniform"), (2, "pot"), (4, "uniform"), (4, "pot")]
@@ -65,6 +62,32 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(samples, tmp_path, monkey
     calls.clear()
     again = sw.sweep(captioner, samples, SETTINGS, cache=cache, metrics=["CIDEr"], progress=False)
     assert calls == [] and _same(again, reference)  # a rerun only reads the cache
+
+
+def test_per_sample_scores_come_with_the_sweep_and_survive_the_cache(samples, tmp_path, monkeypatch):
+    """Chapters take their intervals from the sweep's per-sample scores instead of scoring the
+    captions again: they equal ``metrics.score_samples`` of the same captions, bit for bit, fresh
+    or read back from the cache; a cache without them rescores but does not recaption."""
+    import numpy as np
+
+    from qlib.captioning import metrics
+
+    cache, chosen = tmp_path / "c", ["CIDEr", "BLEU-4"]
+    fresh = sw.sweep(_captioner(samples), samples, SETTINGS[:2], cache=cache, metrics=chosen, progress=False)
+    cached = sw.sweep(_captioner(samples), samples, SETTINGS[:2], cache=cache, metrics=chosen, progress=False)
+    direct = metrics.score_samples({s: fresh[s]["captions"] for s in SETTINGS[:2]}, [s.references for s in samples],
+                                   [s.scene for s in samples], chosen)
+    for s in SETTINGS[:2]:
+        for got in (fresh[s]["samples"], cached[s]["samples"]):
+            assert got.names() == direct[s].names() and "scene_accuracy" in got.names()
+            for name in got.names():
+                np.testing.assert_array_equal(got.components[name], direct[s].components[name])
+        assert metrics.summarize(direct[s])["CIDEr"] == fresh[s]["metrics"]["CIDEr"] == cached[s]["metrics"]["CIDEr"]
+    for f in cache.glob("samples-*.json"):
+        f.unlink()  # a cache written before per-sample scores were kept
+    monkeypatch.setattr(SplitCaptioner, "caption", lambda *a, **k: pytest.fail("recaptioned"))
+    again = sw.sweep(_captioner(samples), samples, SETTINGS[:2], cache=cache, metrics=chosen, progress=False)
+    assert _same(again, fresh) and len(list(cache.glob("samples-*.json"))) == 2
 
 
 def test_cache_keys_separate_models_and_sample_counts(samples, tmp_path):

@@ -16,6 +16,7 @@ import qlib
 from qlib.captioning import sweep as sw
 from qlib.captioning.data import generate_shapes, read_coco
 from qlib.captioning.model import SplitCaptioner, TinyProcessor, WordTokenizer, load_captioner, tiny_git_config
+from tests.helpers import same_sweep as _same
 
 SETTINGS = [(None, "uniform"), (2, "uniform"), (4, "pot")]
 KW = {"metrics": ["CIDEr"], "progress": False}
@@ -49,9 +50,6 @@ def calls(monkeypatch):
     return seen
 
 
-def _same(a, b):
-    return json.dumps({str(k): v for k, v in a.items()}, sort_keys=True) == \
-        json.dumps({str(k): v for k, v in b.items()}, sort_keys=True)
 
 
 def test_dtype_is_in_the_key(samples, tmp_path, calls):
@@ -100,13 +98,13 @@ def test_a_scoring_change_rescores_without_recaptioning(samples, tmp_path, calls
     cache = tmp_path / "cache"
     first = sw.sweep(_captioner(samples), samples, SETTINGS[:1], cache=cache, **KW)
     calls.clear()
-    real = sw.evaluate_many
+    real = sw.summarize
 
-    def with_interval(runs, *args, **kwargs):  # as a scorer that adds bootstrap intervals would
-        out = real(runs, *args, **kwargs)
-        return {k: {**v, "CIDEr_ci95": (v["CIDEr"] - 0.1, v["CIDEr"] + 0.1)} for k, v in out.items()}
+    def with_interval(scores, *args, **kwargs):  # as a scorer that adds bootstrap intervals would
+        v = real(scores, *args, **kwargs)
+        return {**v, "CIDEr_ci95": (v["CIDEr"] - 0.1, v["CIDEr"] + 0.1)}
 
-    monkeypatch.setattr(sw, "evaluate_many", with_interval)
+    monkeypatch.setattr(sw, "summarize", with_interval)
     monkeypatch.setattr(sw, "_score_version", lambda: {"sources": "new scorer"})
     second = sw.sweep(_captioner(samples), samples, SETTINGS[:1], cache=cache, **KW)
     assert calls == []  # captions reused
@@ -137,7 +135,7 @@ def test_a_damaged_entry_costs_only_itself(samples, tmp_path, calls, damage):
     sw.sweep(_captioner(samples), samples, SETTINGS, cache=cache, **KW)  # experiment A
     sw.sweep(_captioner(samples), samples[:3], SETTINGS, cache=cache, **KW)  # experiment B
     files = {p.name: p.read_bytes() for p in cache.iterdir()}
-    assert len(files) == 12  # captions and scores of 2 experiments x 3 settings
+    assert len(files) == 18  # captions, summaries and per-sample scores of 2 experiments x 3 settings
     reference = sw.sweep(_captioner(samples), samples, SETTINGS, cache=None, **KW)
     key = sw._caption_key(sw._model_key(_captioner(samples)), "data", sw.data_fingerprint(samples), len(samples),
                           SETTINGS[1], 50)
@@ -175,4 +173,4 @@ def test_two_runs_at_once_keep_both_runs_entries(samples, tmp_path, monkeypatch)
         for subset in (samples, samples[:3]):
             out = sw.sweep(_captioner(samples), subset, SETTINGS, cache=cache, **KW)
             assert len(out) == 3
-    assert len(list(cache.glob("*.json"))) == 12
+    assert len(list(cache.glob("*.json"))) == 18

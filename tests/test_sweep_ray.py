@@ -21,6 +21,7 @@ import pytest
 
 from qlib.captioning import sweep as sw
 from tests.helpers import ROOT
+from tests.helpers import same_sweep as _same
 
 ray = pytest.importorskip("ray")
 
@@ -50,9 +51,6 @@ def serial(tmp_path_factory):
     return results
 
 
-def _same(a, b):
-    return json.dumps({str(k): v for k, v in a.items()}, sort_keys=True) == \
-        json.dumps({str(k): v for k, v in b.items()}, sort_keys=True)
 
 
 def _kill_workers_once(killed):

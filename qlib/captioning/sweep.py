@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from qlib.captioning.data import Sample, cache_dir, load_frames, load_image, read_coco, read_vatex, shapes_dataset
-from qlib.captioning.metrics import METRICS, _check_metrics, evaluate_many
+from qlib.captioning.metrics import METRICS, SampleScores, _check_metrics, score_samples, summarize
 from qlib.captioning.model import CHECKPOINTS, SplitCaptioner, load_captioner
 
 __all__ = ["load_samples", "load_pixels", "evaluate", "sweep", "run_sweep", "ray_session", "parse_settings",
@@ -226,7 +226,9 @@ def _digest(key: Mapping[str, Any]) -> str:
 
 class SweepCache:
     """A folder of JSON files, one per cache entry: ``captions-<digest>.json`` holds
-    ``{"key": ..., "captions": [...]}``, ``scores-<digest>.json`` holds ``{"key": ..., "metrics": {...}}``.
+    ``{"key": ..., "captions": [...]}``, ``metrics-<digest>.json`` holds ``{"key": ..., "metrics": {...}}``
+    (the summary) and ``samples-<digest>.json`` the per-sample scores behind it (``{"key": ..., "samples":
+    {"components": ..., "corpus": ...}}``, so that a chapter takes intervals without scoring again).
 
     Why one file per entry, not one shared file with a lock (filelock) or a library store:
     each write is a temporary file renamed into place (``os.replace``, atomic), so concurrent
@@ -302,6 +304,23 @@ def _captions_ok(n: int) -> Callable[[Any], bool]:
 
 def _metrics_ok(v: Any) -> bool:
     return isinstance(v, dict) and all(isinstance(k, str) for k in v)
+
+
+def _samples_ok(n: int) -> Callable[[Any], bool]:
+    return lambda v: (isinstance(v, dict) and isinstance(v.get("components"), dict)
+                      and isinstance(v.get("corpus"), dict)
+                      and all(isinstance(c, list) and len(c) == n for c in v["components"].values()))
+
+
+def _samples_to_json(scores: SampleScores) -> dict[str, Any]:
+    # Python's json writes floats by repr, so the per-sample scores come back bit for bit.
+    return {"components": {k: np.asarray(v, dtype=float).tolist() for k, v in scores.components.items()},
+            "corpus": {k: float(v) for k, v in scores.corpus.items()}}
+
+
+def _samples_from_json(value: Mapping[str, Any]) -> SampleScores:
+    return SampleScores({k: np.asarray(v, dtype=float) for k, v in value["components"].items()},
+                        dict(value["corpus"]))
 
 
 def _check_settings(settings: Iterable[Setting]) -> list[Setting]:
@@ -390,8 +409,10 @@ def sweep(captioner: SplitCaptioner, samples: Sequence[Sample], settings: Iterab
     Returns
     -------
     dict
-        ``{setting: {"captions": [...], "metrics": {...}}}`` in the order of ``settings``;
-        ``metrics`` holds every key :func:`qlib.captioning.metrics.evaluate_many` returns.
+        ``{setting: {"captions": [...], "metrics": {...}, "samples": SampleScores}}`` in the order of
+        ``settings``; ``metrics`` holds every key :func:`qlib.captioning.metrics.evaluate_many` returns,
+        ``samples`` the per-sample scores they summarize (:func:`qlib.captioning.metrics.score_samples`
+        of the captions: feed them to ``summarize``, ``paired_difference`` or ``seed_summary``).
 
     Raises
     ------
@@ -451,8 +472,12 @@ class _Plan:
     def cached_captions(self, s: Setting) -> list[str] | None:
         return self.store.get("captions", self.keys[s], _captions_ok(len(self.samples)))
 
-    def cached_metrics(self, s: Setting) -> dict[str, Any] | None:
-        return self.store.get("metrics", _score_key(self.keys[s], self.metrics), _metrics_ok)
+    def cached_scores(self, s: Setting) -> tuple[dict[str, Any], SampleScores] | None:
+        """The cached summary and per-sample scores of ``s``, or ``None`` unless both are cached."""
+        key = _score_key(self.keys[s], self.metrics)
+        summary = self.store.get("metrics", key, _metrics_ok)
+        per = self.store.get("samples", key, _samples_ok(len(self.samples))) if summary is not None else None
+        return None if per is None else (summary, _samples_from_json(per))
 
     def put_captions(self, s: Setting, captions: list[str]) -> None:
         self.store.put("captions", self.keys[s], captions)
@@ -461,16 +486,15 @@ class _Plan:
         """Score runs in one tokenizer call, cache the scores and finish those settings."""
         if not runs:
             return
-        scores = evaluate_many(dict(runs), self.references, self.scenes, self.metrics)
+        scored = score_samples(dict(runs), self.references, self.scenes, self.metrics)
         for s, captions in runs.items():
-            self.put_metrics_and_finish(s, captions, _jsonable(scores[s]))
+            key, summary = _score_key(self.keys[s], self.metrics), _jsonable(summarize(scored[s]))
+            self.store.put("samples", key, _samples_to_json(scored[s]))
+            self.store.put("metrics", key, summary)
+            self.finish(s, captions, summary, scored[s])
 
-    def put_metrics_and_finish(self, s: Setting, captions: list[str], metrics: dict[str, Any]) -> None:
-        self.store.put("metrics", _score_key(self.keys[s], self.metrics), metrics)
-        self.finish(s, captions, metrics)
-
-    def finish(self, s: Setting, captions: list[str], metrics: dict[str, Any]) -> None:
-        self.results[s] = {"captions": list(captions), "metrics": dict(metrics)}
+    def finish(self, s: Setting, captions: list[str], metrics: dict[str, Any], samples: SampleScores) -> None:
+        self.results[s] = {"captions": list(captions), "metrics": dict(metrics), "samples": samples}
         if self.on_result is not None:
             self.on_result(s, self.results[s])
 
@@ -506,11 +530,11 @@ def _serial(captioner: SplitCaptioner, samples: Sequence[Sample], settings: list
             bar.update(1)
     unscored = {}
     for s in settings:
-        m = plan.cached_metrics(s)
-        if m is None:
+        got_scores = plan.cached_scores(s)
+        if got_scores is None:
             unscored[s] = captions[s]
         else:
-            plan.finish(s, captions[s], m)
+            plan.finish(s, captions[s], *got_scores)
     plan.score(unscored)  # all pending settings in one tokenizer (JVM) call
     return plan.ordered()
 
@@ -617,8 +641,8 @@ def _dispatch(ray: Any, actors: list[Any], spec: Mapping[str, Any], plan: _Plan,
     todo: collections.deque[Setting] = collections.deque()
     for s in settings:
         caps, scored = plan.cached_captions(s), None
-        if caps is not None and (scored := plan.cached_metrics(s)) is not None:
-            plan.finish(s, caps, scored)
+        if caps is not None and (scored := plan.cached_scores(s)) is not None:
+            plan.finish(s, caps, *scored)
             bar.update(1)
         elif caps is not None:
             plan.score({s: caps})
@@ -705,7 +729,7 @@ def run_sweep(model: str | os.PathLike | None = None, data: str | os.PathLike = 
     Returns
     -------
     (dict, list of Sample)
-        ``{setting: {"captions", "metrics"}}`` in the order of ``settings``, and the samples.
+        ``{setting: {"captions", "metrics", "samples"}}`` in the order of ``settings``, and the samples.
     """
     settings = _check_settings(settings)
     _check_metrics(metrics)
