@@ -20,7 +20,7 @@ def _run(args, tmp_path, **env):
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("name", ["tiny-git", "tiny-git-video"])
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
 def test_shipped_checkpoint_is_small_and_documented(name):
     folder = CHECKPOINTS[name]
     weights = folder / "model.safetensors"
@@ -28,7 +28,32 @@ def test_shipped_checkpoint_is_small_and_documented(name):
     log = json.loads((folder / "train_log.json").read_text())
     vocab = json.loads((folder / "vocab.json").read_text())
     config = json.loads((folder / "config.json").read_text())
-    assert config["vocab_size"] == len(vocab) and log["epochs"] >= 1 and log["seed"] == 0
+    assert config["vocab_size"] == len(vocab) and log["epochs"] >= 1
+    assert log["seed"] == int(name.rpartition("-seed")[2] if "-seed" in name else 0)  # the name says the seed
+    assert log["kind"] == ("video" if "video" in name else "image")
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+def test_each_shipped_captioner_reads_the_scene(name, tmp_path, monkeypatch):
+    """Full precision on the 200 test samples. Image captioners: issue 13's targets, CIDEr-D >= 4.5 and
+    scene accuracy >= 0.75 (on this machine the seeds reach 4.97-5.17 and 0.815-0.95, margins that another
+    CPU's kernels, which change the last digits of a logit and rarely a greedy token, cannot cross). Video
+    captioners (their older recipe, no target in the issue): well above a caption that ignores the clip."""
+    from qlib.captioning.data import shapes_dataset
+    from qlib.captioning.metrics import constant_caption, evaluate_captions
+    from qlib.captioning.sweep import evaluate
+
+    monkeypatch.setenv("QBOOK_CACHE", str(tmp_path))
+    video = "video" in name
+    result = evaluate(name, "shapes-video" if video else "shapes", metrics=("CIDEr",))
+    assert result["n_samples"] == 200 and result["bit_width"] is None
+    got = (name, result["CIDEr"], result["scene_accuracy"])
+    if not video:
+        assert result["CIDEr"] >= 4.5 and result["scene_accuracy"] >= 0.75, got
+        return
+    refs = [s.references for s in shapes_dataset("video", "test", n=200)]
+    floor = evaluate_captions([constant_caption(refs)] * 200, refs, metrics=["CIDEr"])["CIDEr"]
+    assert result["CIDEr"] >= 4 * floor and result["scene_accuracy"] >= 0.3, got
 
 
 def _json(out):

@@ -90,6 +90,33 @@ def test_per_sample_scores_come_with_the_sweep_and_survive_the_cache(samples, tm
     assert _same(again, fresh) and len(list(cache.glob("samples-*.json"))) == 2
 
 
+def test_settings_with_one_quantized_agent_are_captioned_and_scored_once(tmp_path, monkeypatch):
+    """The shipped captioner's PoT agents from 6 bits on are equal bit for bit: captioned once, scored once,
+    and every setting still gets its own (equal) result and cache entries."""
+    from qlib.captioning import metrics
+    from qlib.captioning.model import load_captioner
+
+    cap = load_captioner("tiny-git")
+    same = [(6, "pot"), (9, "pot"), (16, "pot")]
+    assert len({sw._module_hash(cap.agent_for(*s)) for s in same}) == 1
+    assert sw._module_hash(cap.agent_for(5, "pot")) != sw._module_hash(cap.agent_for(6, "pot"))
+    samples, kind, data_id = sw.load_samples("shapes", 8)
+    captioned, scored = [], []
+    real_caption, real_score = SplitCaptioner.caption, sw.score_samples
+    monkeypatch.setattr(SplitCaptioner, "caption", lambda self, *a, **k: captioned.append(k["bit_width"])
+                        or real_caption(self, *a, **k))
+    monkeypatch.setattr(sw, "score_samples", lambda runs, *a, **k: scored.append(len(runs)) or real_score(runs, *a, **k))
+    settings = [(5, "pot")] + same
+    out = sw.sweep(cap, samples, settings, kind, data_id, cache=tmp_path, metrics=["CIDEr"], progress=False)
+    assert captioned == [5, 6]  # one agent for 6, 9 and 16 bits
+    assert scored == [len({tuple(r["captions"]) for r in out.values()})]  # one tokenizer call, distinct captions
+    fresh = {s: sw.sweep(cap, samples, [s], kind, data_id, cache=None, metrics=["CIDEr"], progress=False)[s]
+             for s in settings}  # each setting alone, captioned from scratch
+    assert _same(out, fresh)
+    assert len(list(tmp_path.glob("captions-*.json"))) == 4 and len(list(tmp_path.glob("samples-*.json"))) == 4
+    assert metrics.summarize(out[(16, "pot")]["samples"])["CIDEr"] == out[(16, "pot")]["metrics"]["CIDEr"]
+
+
 def test_cache_keys_separate_models_and_sample_counts(samples, tmp_path):
     cache = tmp_path / "c"
     a = sw.sweep(_captioner(samples), samples, SETTINGS[:1], cache=cache, metrics=["CIDEr"], progress=False)

@@ -48,9 +48,9 @@ __all__ = [
 
 DATA_DIR = pathlib.Path(__file__).resolve().parents[1] / "data" / "captioning"
 #: Checkpoints shipped with qlib (made by ``python -m qlib.captioning train``).
-# Image captioners trained with seeds 0, 1, 2 (same recipe), and the video captioner.
-CHECKPOINTS = {"tiny-git": DATA_DIR / "tiny-git", "tiny-git-seed1": DATA_DIR / "tiny-git-seed1",
-               "tiny-git-seed2": DATA_DIR / "tiny-git-seed2", "tiny-git-video": DATA_DIR / "tiny-git-video"}
+# Image captioners trained with seeds 0, 1, 2 (one recipe), and video captioners likewise (their own recipe).
+CHECKPOINTS = {name: DATA_DIR / name for name in ("tiny-git", "tiny-git-seed1", "tiny-git-seed2", "tiny-git-video",
+                                                  "tiny-git-video-seed1", "tiny-git-video-seed2")}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -403,7 +403,8 @@ def load_captioner(model: str | os.PathLike = "tiny-git", device: str = "cpu", d
     Parameters
     ----------
     model : str or path
-        ``"tiny-git"`` / ``"tiny-git-video"`` (the CI-scale checkpoints in ``qlib/data/captioning``),
+        A name of :data:`CHECKPOINTS` (the CI-scale checkpoints in ``qlib/data/captioning``: ``"tiny-git"``,
+        ``"tiny-git-video"`` and their ``-seed1`` / ``-seed2`` retrainings),
         a folder written by ``save_pretrained`` (with a ``vocab.json`` for a word-level tokenizer),
         or a hub id such as ``"Salesforce/blip2-opt-2.7b"`` or ``"microsoft/git-base-vatex"``.
     device : str
