@@ -105,7 +105,8 @@ def test_settings_with_one_quantized_agent_are_captioned_and_scored_once(tmp_pat
     real_caption, real_score = SplitCaptioner.caption, sw.score_samples
     monkeypatch.setattr(SplitCaptioner, "caption", lambda self, *a, **k: captioned.append(k["bit_width"])
                         or real_caption(self, *a, **k))
-    monkeypatch.setattr(sw, "score_samples", lambda runs, *a, **k: scored.append(len(runs)) or real_score(runs, *a, **k))
+    monkeypatch.setattr(sw, "score_samples",
+                        lambda runs, *a, **k: scored.append(len(runs)) or real_score(runs, *a, **k))
     settings = [(5, "pot")] + same
     out = sw.sweep(cap, samples, settings, kind, data_id, cache=tmp_path, metrics=["CIDEr"], progress=False)
     assert captioned == [5, 6]  # one agent for 6, 9 and 16 bits

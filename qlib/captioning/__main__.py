@@ -29,8 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m qlib.captioning", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="caption a data set through the split model and score it")
-    ev.add_argument("--model", default=None, help="tiny-git[-seed1|-seed2] | tiny-git-video[-seed1|-seed2] | local folder | hub id "
-                    "(default: the tiny model matching --data)")
+    ev.add_argument("--model", default=None, help="tiny-git[-seed1|-seed2] | tiny-git-video[-seed1|-seed2] | "
+                    "local folder | hub id (default: the tiny model matching --data)")
     ev.add_argument("--data", default="shapes", help="shapes | shapes-video | COCO-format or VaTeX-style JSON")
     ev.add_argument("--image-root", default=None, help="folder of the images/clips (default: the JSON's folder)")
     ev.add_argument("--split", default=None, help="split to keep (Karpathy file: 'test')")
